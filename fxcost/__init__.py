@@ -1,0 +1,39 @@
+"""fxcost: what a PyTorch model costs, computed from its traced graph without running it.
+
+``fxcost.analyze(model, example_input)`` returns a :class:`Report` with per-node MACs,
+FLOPs, parameters and bytes moved.
+"""
+
+from ._analyze import UnsupportedOpWarning, analyze
+from ._errors import (
+    FxcostError,
+    InvalidInputError,
+    InvalidModelError,
+    ShapePropagationError,
+    TraceError,
+)
+from ._records import Cost, Status, TensorMeta
+from ._registry import RULES, OpCall, RuleRegistry
+from ._report import NodeCost, Report
+from ._units import format_bytes, format_count, parse_quantity
+
+__all__ = [
+    "analyze",
+    "Report",
+    "NodeCost",
+    "Status",
+    "Cost",
+    "OpCall",
+    "TensorMeta",
+    "RULES",
+    "RuleRegistry",
+    "FxcostError",
+    "InvalidModelError",
+    "InvalidInputError",
+    "TraceError",
+    "ShapePropagationError",
+    "UnsupportedOpWarning",
+    "format_bytes",
+    "format_count",
+    "parse_quantity",
+]

@@ -1,0 +1,41 @@
+"""Summing node records: by module path, by op type."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from ._records import Status
+from ._report import NodeCost
+
+if TYPE_CHECKING:
+    from ._report import Report
+
+_SUMMED = ("macs", "flops", "params", "param_bytes", "input_bytes", "weight_bytes", "bytes_written")
+
+
+def in_module(node: NodeCost, module_path: str) -> bool:
+    """Whether ``node`` belongs to ``module_path`` or one of its submodules."""
+    if not module_path:
+        return True
+    path = node.module_path
+    return path == module_path or path.startswith(module_path + ".")
+
+
+def sum_nodes(nodes: Iterable[NodeCost], name: str, module_path: str = "", module_type: str = "", op_type: str = "") -> NodeCost:
+    """One record whose counts are the sums of ``nodes``."""
+    nodes = list(nodes)
+    sums = {key: sum(getattr(n, key) for n in nodes) for key in _SUMMED}
+    unsupported = any(n.status is Status.UNSUPPORTED for n in nodes)
+    return NodeCost(
+        name=name, op="total", target=name, op_type=op_type, module_path=module_path,
+        module_type=module_type, output_shapes=(), dtype=None, **sums,
+        status=Status.UNSUPPORTED if unsupported else Status.COUNTED,
+    )
+
+
+def total(report: "Report", module_path: str = "") -> NodeCost:
+    """Summed costs of the nodes inside ``module_path`` ('' = the whole model)."""
+    nodes = [n for n in report.nodes if in_module(n, module_path)]
+    if module_path and not nodes:
+        raise KeyError(f"no node belongs to module {module_path!r}")
+    return sum_nodes(nodes, module_path or report.model, module_path)

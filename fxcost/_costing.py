@@ -1,0 +1,192 @@
+"""The cost pass: one :class:`NodeCost` per graph node from the rule registry."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ._propagate import InnerCall, Propagation
+from ._records import Cost, Status
+from ._registry import OpCall, RuleRegistry, iter_metas
+from ._report import NodeCost
+from .rules import is_data_movement
+
+
+def describe_target(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str, type | Any]:
+    """``(target, op_type, rule_key)`` of a node: readable names plus the registry key."""
+    if node.op == "call_module":
+        module = gm.get_submodule(str(node.target))
+        cls = type(module)
+        return f"{cls.__module__}.{cls.__qualname__}", cls.__name__, cls
+    if node.op == "call_function":
+        fn = node.target
+        name = getattr(fn, "__name__", repr(fn))
+        owner = getattr(fn, "__module__", None) or ("operator" if fn in vars(operator).values() else "")
+        if owner == "_operator":
+            owner = "operator"
+        return (f"{owner}.{name}" if owner else name), name, fn
+    if node.op == "call_method":
+        return f"Tensor.{node.target}", str(node.target), str(node.target)
+    return str(node.target), node.op, None
+
+
+def module_location(node: fx.Node) -> tuple[str, str]:
+    """``(module_path, module_type)`` owning ``node`` ('' for the root)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path, cls = next(reversed(stack.values()))
+        return path, getattr(cls, "__name__", str(cls))
+    return "", ""
+
+
+def _arg_meta(value: Any, values: dict[fx.Node, Any]) -> Any:
+    return fx.node.map_arg(value, lambda n: values.get(n))
+
+
+def inner_key(func: Any) -> Any:
+    """Registry key of a call seen by the call recorder: method name for Tensor methods."""
+    name = getattr(func, "__name__", None)
+    if name and getattr(torch.Tensor, name, None) is func:
+        return name
+    return func
+
+
+def _key_name(key: Any) -> str:
+    if isinstance(key, str):
+        return f"Tensor.{key}"
+    owner = getattr(key, "__module__", None) or ""
+    return f"{owner}.{getattr(key, '__qualname__', getattr(key, '__name__', repr(key)))}".lstrip(".")
+
+
+def cost_inner_calls(calls: list[InnerCall], rules: RuleRegistry) -> tuple[Cost, list[str]]:
+    """Summed cost of the torch calls made inside one node, and the targets with no rule."""
+    macs = flops = 0
+    unknown: list[str] = []
+    for inner in calls:
+        outputs = tuple(iter_metas(inner.output))
+        if not outputs:
+            continue  # shape queries, setitem and other calls that produce no tensor
+        key = inner_key(inner.func)
+        rule = rules.lookup(key)
+        if rule is None:
+            if _key_name(key) not in unknown:
+                unknown.append(_key_name(key))
+            continue
+        cost = rule(OpCall(key, tuple(inner.args), dict(inner.kwargs), outputs))
+        macs += cost.macs
+        flops += cost.flops
+    return Cost(macs, flops), unknown
+
+
+def cost_nodes(
+    gm: fx.GraphModule,
+    propagation: Propagation,
+    rules: RuleRegistry,
+    param_names: dict[int, str],
+    root_type: str,
+) -> tuple[list[NodeCost], set[str]]:
+    """Cost every node; also return the names of the parameters the graph used."""
+    used: set[str] = set()
+    records: list[NodeCost] = []
+    for node in gm.graph.nodes:
+        records.append(_cost_node(node, gm, propagation, rules, param_names, used, root_type))
+    return records, used
+
+
+def _weights_of(node: fx.Node, gm: fx.GraphModule) -> list[tuple[torch.Tensor, bool]]:
+    """``(tensor, is_parameter)`` for every weight the node reads."""
+    found: list[tuple[torch.Tensor, bool]] = []
+    if node.op == "call_module":
+        module = gm.get_submodule(str(node.target))
+        found += [(p, True) for p in module.parameters()]
+        found += [(b, False) for b in module.buffers()]
+    for source in node.all_input_nodes:
+        if source.op == "get_attr":
+            value = _fetch(gm, str(source.target))
+            if isinstance(value, torch.Tensor):
+                found.append((value, isinstance(value, nn.Parameter)))
+    return found
+
+
+def _fetch(gm: fx.GraphModule, target: str) -> Any:
+    owner_path, _, name = target.rpartition(".")
+    owner = gm.get_submodule(owner_path) if owner_path else gm
+    return getattr(owner, name, None)
+
+
+def _cost_node(node, gm, propagation, rules, param_names, used, root_type) -> NodeCost:
+    values = propagation.values
+    target, op_type, key = describe_target(node, gm)
+    if node.op == "call_module":
+        module_path, module_type = str(node.target), op_type
+    else:
+        module_path, module_type = module_location(node)
+        if not module_path and node.op not in ("placeholder", "output"):
+            module_type = root_type
+    outputs = tuple(iter_metas(values.get(node)))
+    base = dict(
+        name=node.name, op=node.op, target=target, op_type=op_type, module_path=module_path,
+        module_type=module_type, output_shapes=tuple(o.shape for o in outputs),
+        dtype=str(outputs[0].dtype).replace("torch.", "") if outputs else None,
+    )
+    if node.op in ("placeholder", "get_attr", "output") or not outputs:
+        return NodeCost(**base, status=Status.NO_COMPUTE)
+
+    # Weights read and parameters counted here (a shared parameter counts at its first use).
+    weights = _weights_of(node, gm)
+    params = param_bytes = weight_bytes = 0
+    seen: set[int] = set()
+    for tensor, is_param in weights:
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        nbytes = tensor.numel() * tensor.element_size()
+        weight_bytes += nbytes
+        name = param_names.get(id(tensor))
+        if is_param and name is not None and name not in used:
+            used.add(name)
+            params += tensor.numel()
+            param_bytes += nbytes
+    weight_inputs = {n for n in node.all_input_nodes if n.op == "get_attr"}
+    activation_bytes = sum(
+        meta.nbytes for source in node.all_input_nodes if source not in weight_inputs
+        for meta in iter_metas(values.get(source))
+    )
+    written = sum(o.nbytes for o in outputs)
+
+    rule = rules.lookup(key)
+    if rule is None:
+        measured = dict(params=params, param_bytes=param_bytes, input_bytes=activation_bytes,
+                        weight_bytes=weight_bytes, bytes_written=written)
+        if node not in propagation.inner_calls:
+            return NodeCost(**base, **measured, status=Status.UNSUPPORTED, note="no cost rule")
+        cost, unknown = cost_inner_calls(propagation.inner_calls[node], rules)
+        if unknown:
+            return NodeCost(**base, **measured, status=Status.UNSUPPORTED,
+                            note="no cost rule for " + ", ".join(unknown))
+        calls = len(propagation.inner_calls[node])
+        return NodeCost(**base, **measured, macs=cost.macs, flops=cost.flops, status=Status.DECOMPOSED,
+                        note=f"costed from the {calls} torch calls it makes")
+    call = OpCall(
+        target=key,
+        args=tuple(_arg_meta(a, values) for a in node.args),
+        kwargs={k: _arg_meta(v, values) for k, v in node.kwargs.items()},
+        outputs=outputs,
+        module=gm.get_submodule(str(node.target)) if node.op == "call_module" else None,
+    )
+    cost: Cost = rule(call)
+    if cost.weight_bytes_read is not None:
+        weight_bytes = cost.weight_bytes_read
+    if is_data_movement(rule):
+        input_storages = {m.storage for source in node.all_input_nodes for m in iter_metas(values.get(source))}
+        written = sum(o.nbytes for o in outputs if o.storage not in input_storages)
+        read = min(activation_bytes + weight_bytes, written)
+        activation_bytes, weight_bytes = min(activation_bytes, read), max(0, read - activation_bytes)
+    return NodeCost(
+        **base, macs=int(cost.macs), flops=int(cost.flops), params=params, param_bytes=param_bytes,
+        input_bytes=activation_bytes, weight_bytes=weight_bytes, bytes_written=written, status=Status.COUNTED,
+    )

@@ -1,0 +1,23 @@
+"""The exceptions fxcost raises. All derive from :class:`FxcostError`."""
+
+from __future__ import annotations
+
+
+class FxcostError(Exception):
+    """Base class of every error fxcost raises on purpose."""
+
+
+class InvalidModelError(FxcostError, TypeError):
+    """The object to analyse is not something fxcost can analyse."""
+
+
+class InvalidInputError(FxcostError, ValueError):
+    """The example input (or an option) is malformed."""
+
+
+class TraceError(FxcostError):
+    """``torch.fx`` could not trace the model."""
+
+
+class ShapePropagationError(FxcostError):
+    """A node failed while its output shapes were being computed on fake tensors."""

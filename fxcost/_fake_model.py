@@ -1,0 +1,77 @@
+"""A stand-in for the user's model whose parameters and buffers are fake tensors.
+
+The stand-in mirrors the module tree with shallow copies, so tracing and shape
+propagation can run (and even mutate buffers, as BatchNorm does in training) without
+touching the user's modules, reading their weights or materialising ``meta`` tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class FakeModel:
+    """The stand-in module plus the way back to the user's parameter names."""
+
+    module: nn.Module
+    """Root of the mirrored module tree (fake parameters, same module paths)."""
+    names: dict[int, str] = field(default_factory=dict)
+    """``id()`` of every fake parameter/buffer -> its qualified name in the user's model."""
+
+
+def fake_like(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A tensor with ``tensor``'s sizes, strides and dtype on ``device``; data never read.
+
+    Must be called inside the active ``FakeTensorMode`` so the result is fake.
+    """
+    return torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device=device)
+
+
+def fake_model(model: nn.Module, device: torch.device, mode: str | None) -> FakeModel:
+    """Mirror ``model`` with fake tensors (call inside a ``FakeTensorMode``).
+
+    ``mode`` is ``"eval"``, ``"train"`` or ``None`` (keep each module's own flag).
+    Shared submodules and tied parameters stay shared in the mirror.
+    """
+    names: dict[int, str] = {}
+    tensors: dict[int, torch.Tensor] = {}
+    modules: dict[int, nn.Module] = {}
+
+    def mirror_tensor(value, qualified: str, is_param: bool):
+        if value is None:
+            return None
+        key = id(value)
+        if key not in tensors:
+            fake = fake_like(value, device)
+            if is_param:
+                fake = nn.Parameter(fake, requires_grad=value.requires_grad)
+            tensors[key] = fake
+            names[id(fake)] = qualified
+        return tensors[key]
+
+    def mirror(module: nn.Module, prefix: str) -> nn.Module:
+        if id(module) in modules:
+            return modules[id(module)]
+        clone = copy.copy(module)
+        modules[id(module)] = clone
+        state = clone.__dict__
+        state["_parameters"] = {
+            name: mirror_tensor(p, prefix + name, True) for name, p in module._parameters.items()
+        }
+        state["_buffers"] = {
+            name: mirror_tensor(b, prefix + name, False) for name, b in module._buffers.items()
+        }
+        state["_modules"] = {
+            name: None if child is None else mirror(child, f"{prefix}{name}.")
+            for name, child in module._modules.items()
+        }
+        if mode is not None:
+            state["training"] = mode == "train"
+        return clone
+
+    return FakeModel(mirror(model, ""), names)

@@ -1,0 +1,144 @@
+"""Shape propagation on fake tensors: every node's outputs as :class:`TensorMeta`.
+
+No real kernel runs: inputs, parameters and buffers are ``FakeTensor``s, so a model
+whose weights live on the ``meta`` device propagates exactly like one with real weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+
+from ._errors import ShapePropagationError
+from ._records import TensorMeta
+from ._trace import user_frame
+
+
+def tensor_meta(tensor: torch.Tensor) -> TensorMeta:
+    """The :class:`TensorMeta` of a (fake) tensor."""
+    storage = tensor.untyped_storage()
+    return TensorMeta(
+        tuple(int(size) for size in tensor.shape),
+        tensor.dtype,
+        StorageWeakRef(storage).cdata,
+        int(storage.nbytes()),
+    )
+
+
+def to_meta_structure(value: Any) -> Any:
+    """``value`` with every tensor replaced by its :class:`TensorMeta`."""
+    return pytree.tree_map(lambda v: tensor_meta(v) if isinstance(v, torch.Tensor) else v, value)
+
+
+@dataclass(frozen=True)
+class InnerCall:
+    """One torch-level call made inside a node that fxcost looked into."""
+
+    func: Any
+    """The function or ``Tensor`` method that was called."""
+    args: tuple
+    """Positional arguments, tensors as :class:`TensorMeta`."""
+    kwargs: dict
+    """Keyword arguments, tensors as :class:`TensorMeta`."""
+    output: Any
+    """The result, tensors as :class:`TensorMeta`."""
+
+
+class _CallRecorder(TorchFunctionMode):
+    """Records the outermost torch calls made while it is active (nested calls made by
+    those functions are not seen: a mode is inactive inside its own handler)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[InnerCall] = []
+        self._alive: list[Any] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        self._alive.append(result)  # keep storages alive so their ids stay unique
+        self.calls.append(InnerCall(func, to_meta_structure(args), to_meta_structure(kwargs), to_meta_structure(result)))
+        return result
+
+
+@dataclass
+class Propagation:
+    """What shape propagation learned about the graph."""
+
+    values: dict[fx.Node, Any]
+    """Each node's output, tensors replaced by :class:`TensorMeta`."""
+    inner_calls: dict[fx.Node, list[InnerCall]]
+    """For nodes run with ``look_inside``: the torch calls they made, in order."""
+
+
+class _Propagator(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, look_inside: Callable[[fx.Node], bool]) -> None:
+        super().__init__(gm, garbage_collect_values=False)
+        self.look_inside = look_inside
+        self.result = Propagation({}, {})
+
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            if n.op in ("call_function", "call_method", "call_module") and self.look_inside(n):
+                with _CallRecorder() as recorder:
+                    result = super().run_node(n)
+                self.result.inner_calls[n] = recorder.calls
+            else:
+                result = super().run_node(n)
+        except Exception as error:  # noqa: BLE001 - translated into one clear error
+            raise _node_error(n, error) from error
+        self.result.values[n] = to_meta_structure(result)
+        return result
+
+
+def propagate(
+    gm: fx.GraphModule,
+    args: list[Any],
+    fake_mode: FakeTensorMode,
+    look_inside: Callable[[fx.Node], bool] = lambda node: False,
+) -> Propagation:
+    """Run ``gm`` on fake ``args``, recording each node's outputs as TensorMeta, and the
+    torch calls made inside the nodes for which ``look_inside(node)`` is true.
+
+    All fake tensors stay referenced until the end, so storage identities are unique.
+    """
+    propagator = _Propagator(gm, look_inside)
+    with fake_mode, torch.no_grad():
+        propagator.run(*args)
+        propagator.env.clear()
+    return propagator.result
+
+
+def _node_error(node: fx.Node, error: Exception) -> ShapePropagationError:
+    stack = node.meta.get("nn_module_stack") or {}
+    path = next(reversed(stack.values()))[0] if stack else ""
+    if node.op == "call_module":
+        path = str(node.target)
+    where = f"in module '{path}' " if path else ""
+    lines = [f"shape propagation failed {where}at node '{node.name}' ({node.format_node()}): "
+             f"{type(error).__name__}: {error}"]
+    source = _source_line(node) or user_frame(error.__traceback__)
+    if source:
+        lines.append(f"  at {source}")
+    lines.append("  check that the example input has the shape, dtype and number of arguments this model expects")
+    return ShapePropagationError("\n".join(lines))
+
+
+def _source_line(node: fx.Node) -> str | None:
+    trace = node.stack_trace
+    if not trace:
+        return None
+    lines = [line.strip() for line in trace.strip().splitlines()]
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith("File "):
+            code = lines[index + 1] if index + 1 < len(lines) else ""
+            location = lines[index].replace("File ", "", 1).replace('"', "").replace(", line ", ":").split(",")[0]
+            return f"{location}: {code}"
+    return None

@@ -1,0 +1,115 @@
+"""The cost-rule registry: one table from op target to the function that costs it.
+
+Keys are module classes (for ``call_module`` nodes, matched along the MRO), callables
+(``call_function`` nodes: ``torch.add``, ``operator.add``, ``F.conv2d``...) and method
+names as strings (``call_method`` nodes: ``"view"``, ``"add_"``...).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+
+from ._records import Cost, TensorMeta
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """One call as a cost rule sees it: shapes instead of tensors."""
+
+    target: Any
+    """The module class, callable or method name that was called."""
+    args: tuple
+    """Positional arguments, with every tensor replaced by its :class:`TensorMeta`."""
+    kwargs: Mapping[str, Any]
+    """Keyword arguments, tensors replaced likewise."""
+    outputs: tuple[TensorMeta, ...]
+    """Every tensor the call returned, flattened in order."""
+    module: torch.nn.Module | None = None
+    """The module instance for ``call_module`` nodes (its parameters are fake tensors)."""
+    signature: tuple[str, ...] = field(default=(), compare=False)
+    """Parameter names of the target, to look arguments up by name."""
+
+    @property
+    def inputs(self) -> tuple[TensorMeta, ...]:
+        """Every tensor argument, flattened in order (positional first)."""
+        found: list[TensorMeta] = []
+        for value in (*self.args, *self.kwargs.values()):
+            found.extend(iter_metas(value))
+        return tuple(found)
+
+    @property
+    def out(self) -> TensorMeta:
+        """The first output tensor."""
+        return self.outputs[0]
+
+    def arg(self, index: int, name: str, default: Any = None) -> Any:
+        """The argument passed at position ``index`` or as keyword ``name``."""
+        if name in self.kwargs:
+            return self.kwargs[name]
+        if index < len(self.args):
+            return self.args[index]
+        return default
+
+
+def iter_metas(value: Any) -> Iterator[TensorMeta]:
+    """Every :class:`TensorMeta` inside a nested tuple/list/dict value."""
+    if isinstance(value, TensorMeta):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from iter_metas(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from iter_metas(item)
+
+
+Rule = Callable[[OpCall], Cost]
+
+
+class RuleRegistry:
+    """Maps op targets to cost rules. Giving one target two different rules is an error."""
+
+    def __init__(self) -> None:
+        self._rules: dict[Any, Rule] = {}
+
+    def register(self, *targets: Any) -> Callable[[Rule], Rule]:
+        """Decorator registering one rule for several targets."""
+
+        def decorate(rule: Rule) -> Rule:
+            for target in targets:
+                if self._rules.get(target, rule) is not rule:
+                    raise ValueError(f"a cost rule for {target!r} is already registered")
+                self._rules[target] = rule
+            return rule
+
+        return decorate
+
+    def lookup(self, target: Any) -> Rule | None:
+        """The rule for ``target``; module classes also match their base classes."""
+        rule = self._rules.get(target)
+        if rule is None and inspect.isclass(target):
+            for base in target.__mro__[1:]:
+                rule = self._rules.get(base)
+                if rule is not None:
+                    break
+        return rule
+
+    def merged(self, overrides: Mapping[Any, Rule] | None) -> "RuleRegistry":
+        """A new registry with ``overrides`` taking precedence; ``self`` is not modified."""
+        merged = RuleRegistry()
+        merged._rules = {**self._rules, **(overrides or {})}
+        return merged
+
+    def __contains__(self, target: Any) -> bool:
+        return self.lookup(target) is not None
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+
+#: The default rules. :mod:`fxcost.rules` fills it when imported.
+RULES = RuleRegistry()

@@ -1,0 +1,198 @@
+"""The analysis result: per-node records and model totals."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._records import Status
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """The cost of one graph node. Counts cover one forward call on the example input."""
+
+    name: str
+    """The fx node name (unique in the graph)."""
+    op: str
+    """fx opcode: placeholder, get_attr, call_module, call_function, call_method or output."""
+    target: str
+    """What was called: a module class, a function or a ``Tensor.method``, fully qualified."""
+    op_type: str
+    """Short name of the target, used to group nodes: ``Conv2d``, ``add``, ``matmul``..."""
+    module_path: str
+    """Path of the module the node belongs to (``layer1.0.conv2``); ``''`` for the root."""
+    module_type: str
+    """Class name of that module."""
+    output_shapes: tuple[tuple[int, ...], ...]
+    """Shape of every tensor the node outputs."""
+    dtype: str | None
+    """dtype of the first output tensor (``float32``), or None when it outputs no tensor."""
+    macs: int = 0
+    """Multiply-accumulates of matmul-class work."""
+    flops: int = 0
+    """Floating-point operations (2 per MAC plus elementwise work)."""
+    params: int = 0
+    """Parameters first used by this node (a shared parameter counts once, at its first use)."""
+    param_bytes: int = 0
+    """Bytes of those parameters."""
+    input_bytes: int = 0
+    """Bytes of input activations read."""
+    weight_bytes: int = 0
+    """Bytes of parameters and buffers read."""
+    bytes_written: int = 0
+    """Bytes of outputs written."""
+    status: Status = Status.COUNTED
+    """Whether a cost rule matched (``unsupported``: MACs and FLOPs are unknown, not zero)."""
+    note: str = ""
+    """How the cost was found when not by a rule of its own, or why it is unknown."""
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read: input activations plus weights and buffers."""
+        return self.input_bytes + self.weight_bytes
+
+    @property
+    def bytes_moved(self) -> int:
+        """Bytes read plus bytes written."""
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity, FLOPs per byte moved (0 when nothing moves)."""
+        moved = self.bytes_moved
+        return self.flops / moved if moved else 0.0
+
+    @property
+    def supported(self) -> bool:
+        """False when no cost rule exists for this node's target."""
+        return self.status is not Status.UNSUPPORTED
+
+
+@dataclass(frozen=True)
+class Report:
+    """Costs of one model on one example input. Totals sum the node records."""
+
+    model: str
+    """Class name of the analysed model."""
+    nodes: tuple[NodeCost, ...]
+    """One record per graph node, in execution order."""
+    params: int
+    """Unique parameters of the model (as ``sum(p.numel() for p in model.parameters())``)."""
+    trainable_params: int
+    """Of those, the ones with ``requires_grad``."""
+    param_bytes: int
+    """Bytes of all unique parameters."""
+    buffer_bytes: int
+    """Bytes of all unique buffers (BatchNorm running statistics...)."""
+    unused_params: tuple[str, ...] = ()
+    """Names of parameters the traced forward never reads (e.g. an aux head in eval)."""
+    unused_param_count: int = 0
+    """Number of elements in ``unused_params``."""
+    inputs: tuple[tuple[str, tuple[int, ...], str], ...] = ()
+    """``(name, shape, dtype)`` of every tensor input."""
+    mode: str = "eval"
+    """``eval``, ``train`` or ``as-is``: the module mode the analysis ran in."""
+    unsupported: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Targets with no cost rule -> names of the nodes calling them."""
+
+    # --- totals --------------------------------------------------------------------------
+    @property
+    def macs(self) -> int:
+        """Total multiply-accumulates."""
+        return sum(n.macs for n in self.nodes)
+
+    @property
+    def flops(self) -> int:
+        """Total floating-point operations."""
+        return sum(n.flops for n in self.nodes)
+
+    @property
+    def non_trainable_params(self) -> int:
+        """Parameters with ``requires_grad=False``."""
+        return self.params - self.trainable_params
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read by all nodes (activations and weights; a weight read twice counts twice)."""
+        return sum(n.bytes_read for n in self.nodes)
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes written by all nodes."""
+        return sum(n.bytes_written for n in self.nodes)
+
+    @property
+    def bytes_moved(self) -> int:
+        """Bytes read plus bytes written."""
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def intensity(self) -> float:
+        """Whole-model arithmetic intensity in FLOPs per byte moved."""
+        return self.flops / self.bytes_moved if self.bytes_moved else 0.0
+
+    @property
+    def complete(self) -> bool:
+        """True when every node had a cost rule."""
+        return not self.unsupported
+
+    def node(self, name: str) -> NodeCost:
+        """The record of the node called ``name``."""
+        for record in self.nodes:
+            if record.name == name:
+                return record
+        raise KeyError(f"no node named {name!r} in this report")
+
+    def total(self, module_path: str = "") -> NodeCost:
+        """Summed costs of the nodes inside ``module_path`` ('' = the whole model)."""
+        from ._aggregate import total
+
+        return total(self, module_path)
+
+    # --- export -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` restores an equal Report."""
+        data = dataclasses.asdict(self)
+        for node in data["nodes"]:
+            node["status"] = node["status"].value
+        data["format"] = "fxcost.report/1"
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Report":
+        """Rebuild a Report from :meth:`to_dict` output."""
+        data = {k: v for k, v in data.items() if k != "format"}
+        nodes = tuple(
+            NodeCost(**{**node, "status": Status(node["status"]),
+                        "output_shapes": tuple(tuple(s) for s in node["output_shapes"])})
+            for node in data.pop("nodes")
+        )
+        data["unused_params"] = tuple(data.get("unused_params", ()))
+        data["inputs"] = tuple((name, tuple(shape), dtype) for name, shape, dtype in data.get("inputs", ()))
+        data["unsupported"] = {k: tuple(v) for k, v in data.get("unsupported", {}).items()}
+        return cls(nodes=nodes, **data)
+
+    def to_json(self, **dumps_kwargs: Any) -> str:
+        """The report as JSON text."""
+        return json.dumps(self.to_dict(), **dumps_kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Report":
+        """Rebuild a Report from :meth:`to_json` output."""
+        return cls.from_dict(json.loads(text))
+
+    def table(self, **options: Any) -> str:
+        """The per-node table followed by totals; see :func:`fxcost.format_table`."""
+        from ._table import format_report
+
+        return format_report(self, **options)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return (f"Report(model={self.model!r}, nodes={len(self.nodes)}, macs={self.macs}, "
+                f"flops={self.flops}, params={self.params})")

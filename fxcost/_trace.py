@@ -1,0 +1,80 @@
+"""Symbolic tracing with ``torch.fx``: standard ``torch.nn`` modules stay leaves."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from typing import Any, Iterable
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ._errors import TraceError
+
+#: ``torch.nn`` modules that are compositions of other modules: traced through, so
+#: their parts are costed by the parts' own rules.
+TRACE_INTO: tuple[type[nn.Module], ...] = (
+    nn.Sequential, nn.ModuleList, nn.ModuleDict,
+    nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder,
+    nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+)
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_FXCOST_DIR = os.path.dirname(__file__)
+
+
+class CostTracer(fx.Tracer):
+    """``fx.Tracer`` keeping every ``torch.nn`` module (and ``leaf_modules``) as a leaf."""
+
+    def __init__(self, leaf_modules: Iterable[type[nn.Module]] = ()) -> None:
+        super().__init__(param_shapes_constant=True)
+        self.record_stack_traces = True
+        self.leaf_types = tuple(leaf_modules)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if self.leaf_types and isinstance(m, self.leaf_types):
+            return True
+        if type(m) in TRACE_INTO:
+            return False
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concrete_args: dict[str, Any] | None = None) -> fx.GraphModule:
+    """Trace ``root`` into a GraphModule, or raise :class:`TraceError` naming the culprit."""
+    if isinstance(root, fx.GraphModule) and not leaf_modules and not concrete_args:
+        return fx.GraphModule(root, root.graph)
+    tracer = CostTracer(leaf_modules)
+    try:
+        graph = tracer.trace(root, concrete_args=concrete_args)
+    except Exception as error:  # noqa: BLE001 - translated into one clear error
+        raise _trace_error(error, tracer) from error
+    return fx.GraphModule(tracer.root, graph, type(root).__name__)
+
+
+def user_frame(tb) -> str | None:
+    """``file:line: code`` of the innermost frame of ``tb`` outside torch and fxcost."""
+    for frame in reversed(traceback.extract_tb(tb)):
+        path = os.path.abspath(frame.filename)
+        if path.startswith(_TORCH_DIR) or path.startswith(_FXCOST_DIR) or frame.filename.startswith("<"):
+            continue
+        return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+    return None
+
+
+def _trace_error(error: Exception, tracer: CostTracer) -> TraceError:
+    path, module_type = "", ""
+    if tracer.module_stack:
+        path, module_type = next(reversed(tracer.module_stack.values()))
+        module_type = getattr(module_type, "__name__", str(module_type))
+    where = f"module '{path}' ({module_type})" if path else "the model's own forward()"
+    line = user_frame(error.__traceback__)
+    message = [f"torch.fx cannot trace {where}: {type(error).__name__}: {error}".rstrip()]
+    if line:
+        message.append(f"  at {line}")
+    hint = "pass leaf_modules=[" + (module_type or "TheModule") + "] to cost that module as a whole"
+    message.append(
+        "  fix: if the code branches on tensor values or shapes, pass concrete_args={...} for the "
+        f"arguments it branches on, or {hint}"
+    )
+    return TraceError("\n".join(message))

@@ -1,0 +1,173 @@
+"""Cost formulas: pure functions of shapes. Counts are for one call over the whole batch.
+
+Conventions
+-----------
+* A MAC is one multiply-accumulate of matmul-class work: convolution, linear, matmul and
+  its batched forms, einsum contractions, attention score and value products, RNN gates.
+  Bias additions are not MACs.
+* FLOPs count every floating-point operation: 2 per MAC, plus the per-element counts below.
+* Data movement (views, reshapes, concatenation, indexing, padding) is 0 FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from typing import Sequence
+
+Shape = Sequence[int]
+
+#: FLOPs per element of a normalisation whose statistics are computed on the fly
+#: (mean: 1, variance: 2, normalise: 2). The affine scale and shift add 2 more.
+NORM_STATS_FLOPS = 5
+#: FLOPs per element of an affine transform ``x * scale + shift``.
+AFFINE_FLOPS = 2
+#: FLOPs per element of softmax / log-softmax (max, subtract, exp, sum, divide).
+SOFTMAX_FLOPS = 5
+
+
+def numel(shape: Shape) -> int:
+    """Number of elements of a tensor of ``shape``."""
+    return math.prod(shape)
+
+
+def conv_macs(input_shape: Shape, weight_shape: Shape, output_shape: Shape, transposed: bool = False) -> int:
+    """MACs of an N-d convolution, any groups, stride, padding or dilation.
+
+    A regular convolution computes ``Cin/groups * prod(kernel)`` MACs for every output
+    element; its weight is ``(Cout, Cin/groups, *kernel)``. A transposed convolution
+    scatters every *input* element through ``Cout/groups * prod(kernel)`` weights; its
+    weight is ``(Cin, Cout/groups, *kernel)``.
+    """
+    per_element = numel(weight_shape[1:])
+    return numel(input_shape if transposed else output_shape) * per_element
+
+
+def linear_macs(input_shape: Shape, out_features: int) -> int:
+    """MACs of ``x @ W.T`` for ``x`` of ``input_shape`` (any leading batch dims)."""
+    return numel(input_shape) * out_features
+
+
+def matmul_macs(a_shape: Shape, output_shape: Shape) -> int:
+    """MACs of ``torch.matmul``/``mm``/``bmm`` with broadcasting: output elements x K."""
+    return numel(output_shape) * a_shape[-1]
+
+
+def einsum_macs(equation: str, operand_shapes: Sequence[Shape]) -> int:
+    """MACs of ``torch.einsum(equation, *operands)``, contracted left to right.
+
+    Each pairwise contraction costs the product of the sizes of every index of the two
+    operands. A single-operand einsum (transpose, trace, sum) does no MACs.
+    """
+    inputs, output = _parse_einsum(equation, operand_shapes)
+    sizes: dict[str, int] = {}
+    for letters, shape in zip(inputs, operand_shapes):
+        for letter, size in zip(letters, shape):
+            sizes[letter] = max(sizes.get(letter, 1), size)
+    if len(inputs) < 2:
+        return 0
+    total = 0
+    current = inputs[0]
+    for position in range(1, len(inputs)):
+        other = inputs[position]
+        union = set(current) | set(other)
+        total += math.prod(sizes[letter] for letter in union)
+        later = set(output).union(*inputs[position + 1:])
+        current = "".join(letter for letter in dict.fromkeys(current + other) if letter in later)
+    return total
+
+
+def _parse_einsum(equation: str, shapes: Sequence[Shape]) -> tuple[list[str], str]:
+    equation = equation.replace(" ", "")
+    lhs, _, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    used = set(equation) - set(".,->")
+    spare = [letter for letter in string.ascii_letters if letter not in used]
+    ellipsis_rank = max((len(s) - (len(t) - 3) for t, s in zip(terms, shapes) if "..." in t), default=0)
+    ellipsis = "".join(spare[:ellipsis_rank])
+    expanded = []
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            rank = len(shape) - (len(term) - 3)
+            term = term.replace("...", ellipsis[ellipsis_rank - rank:])
+        expanded.append(term)
+    if "->" not in equation:
+        counts = {}
+        for term in expanded:
+            for letter in term:
+                counts[letter] = counts.get(letter, 0) + 1
+        rhs = ellipsis + "".join(sorted(l for l, c in counts.items() if c == 1 and l not in ellipsis))
+    else:
+        rhs = rhs.replace("...", ellipsis)
+    return expanded, rhs
+
+
+def attention_macs(query_shape: Shape, key_shape: Shape, value_shape: Shape) -> int:
+    """MACs of ``softmax(Q K^T) V``: ``B*L*S*E`` for the scores plus ``B*L*S*Ev`` for the values.
+
+    ``B`` is the product of the query's leading dims (batch and heads; grouped-query
+    attention shares key/value heads but still computes every query head).
+    """
+    batch = numel(query_shape[:-2])
+    length, embed = query_shape[-2], query_shape[-1]
+    source = key_shape[-2]
+    return batch * length * source * (embed + value_shape[-1])
+
+
+def attention_extra_flops(query_shape: Shape, key_shape: Shape) -> int:
+    """Non-MAC FLOPs of attention: scaling the scores (1) and softmax (5) per score element."""
+    scores = numel(query_shape[:-2]) * query_shape[-2] * key_shape[-2]
+    return scores * (1 + SOFTMAX_FLOPS)
+
+
+def rnn_macs(kind: str, input_size: int, hidden_size: int, num_layers: int, directions: int, steps: int, batch: int, proj_size: int = 0) -> int:
+    """MACs of a multi-layer RNN/LSTM/GRU over ``steps`` time steps.
+
+    Every step of every layer and direction multiplies the input by ``W_ih``
+    (``gates*H x I``) and the previous hidden state by ``W_hh`` (``gates*H x H``), with
+    ``gates`` = 4 (LSTM), 3 (GRU) or 1 (RNN). An LSTM with ``proj_size`` also projects
+    ``h`` (``P x H``) and its recurrent input is ``P`` wide.
+    """
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+    out = proj_size or hidden_size
+    total = 0
+    for layer in range(num_layers):
+        layer_in = input_size if layer == 0 else out * directions
+        per_step = gates * hidden_size * (layer_in + out)
+        if proj_size:
+            per_step += proj_size * hidden_size
+        total += per_step * directions
+    return total * steps * batch
+
+
+def rnn_extra_flops(kind: str, hidden_size: int, num_layers: int, directions: int, steps: int, batch: int, bias: bool) -> int:
+    """Non-MAC FLOPs of an RNN: bias adds, gate activations and state updates per step.
+
+    Per hidden unit and step: LSTM 4 gate activations + 5 cell/state ops (``c = f*c + i*g``,
+    ``h = o*tanh(c)``); GRU 3 activations + 5 state ops; RNN 1 activation. Bias: 2 adds per gate.
+    """
+    gates, state = {"LSTM": (4, 5), "GRU": (3, 5), "RNN": (1, 0)}[kind]
+    per_unit = gates + state + (2 * gates if bias else 0)
+    return per_unit * hidden_size * num_layers * directions * steps * batch
+
+
+def pool_flops(output_shape: Shape, kernel_size: Sequence[int]) -> int:
+    """FLOPs of max or average pooling: ``prod(kernel)`` per output element
+    (comparisons for max; additions plus the division for average)."""
+    return numel(output_shape) * math.prod(kernel_size)
+
+
+def adaptive_pool_flops(input_shape: Shape, output_shape: Shape, spatial: int) -> int:
+    """FLOPs of adaptive max/average pooling over the last ``spatial`` dims (and of
+    ``interpolate(mode="area")``): the widest window, ``prod(ceil(in / out))``, per output element."""
+    window = [-(-size_in // size_out) for size_in, size_out in zip(input_shape[-spatial:], output_shape[-spatial:])]
+    return pool_flops(output_shape, window)
+
+
+def interpolate_flops(output_shape: Shape, mode: str, spatial_dims: int) -> int:
+    """FLOPs of ``F.interpolate``: nearest moves data (0); (bi/tri)linear blends ``2^d``
+    neighbours and bicubic ``4^d``, each ``2 * taps - 1`` FLOPs per output element."""
+    if mode.startswith("nearest"):
+        return 0
+    taps = 4**spatial_dims if mode == "bicubic" else 2**spatial_dims
+    return numel(output_shape) * (2 * taps - 1)

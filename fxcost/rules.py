@@ -1,0 +1,449 @@
+"""The cost rule of every supported op, registered in :data:`fxcost.RULES`.
+
+Each rule unpacks an :class:`~fxcost.OpCall` into shapes and calls a pure formula from
+:mod:`fxcost.formulas`. To support a new op, add one function here (or pass
+``rules={target: fn}`` to :func:`fxcost.analyze`). Per-element FLOP counts:
+
+======================================  =========================================
+op family                               FLOPs per output element
+======================================  =========================================
+add, mul, compare, activations (any)    1 (transcendentals count as one)
+addcmul / addcdiv / lerp                2
+BatchNorm (eval)                        2 (scale and shift, statistics folded)
+BatchNorm (train), Layer/Group/Instance 5 for statistics + 2 if affine
+RMSNorm                                 3 + 1 if affine
+softmax / log_softmax                   5
+reductions (sum, mean, max, var...)     1 per *input* element
+pooling                                 prod(kernel)
+interpolation                           0 nearest, 2*taps-1 (bi/tri)linear, bicubic
+dropout                                 0 in eval, 2 in training
+views, copies, cat, pad, indexing       0
+======================================  =========================================
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import formulas as fm
+from ._records import Cost
+from ._registry import RULES, OpCall
+
+register = RULES.register
+
+
+def _bias_flops(call: OpCall, has_bias: bool) -> int:
+    return call.out.numel if has_bias else 0
+
+
+# --- convolution ---------------------------------------------------------------------
+
+@register(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def conv_module(call: OpCall) -> Cost:
+    module = call.module
+    transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+    macs = fm.conv_macs(call.inputs[0].shape, module.weight.shape, call.out.shape, transposed)
+    return Cost(macs, 2 * macs + _bias_flops(call, module.bias is not None))
+
+
+@register(F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d)
+def conv_function(call: OpCall) -> Cost:
+    weight, bias = call.arg(1, "weight"), call.arg(2, "bias")
+    macs = fm.conv_macs(call.arg(0, "input").shape, weight.shape, call.out.shape)
+    return Cost(macs, 2 * macs + _bias_flops(call, bias is not None))
+
+
+@register(F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
+def conv_transpose_function(call: OpCall) -> Cost:
+    weight, bias = call.arg(1, "weight"), call.arg(2, "bias")
+    macs = fm.conv_macs(call.arg(0, "input").shape, weight.shape, call.out.shape, transposed=True)
+    return Cost(macs, 2 * macs + _bias_flops(call, bias is not None))
+
+
+# --- linear and matmul ----------------------------------------------------------------
+
+@register(nn.Linear)
+def linear_module(call: OpCall) -> Cost:
+    module = call.module
+    macs = fm.linear_macs(call.inputs[0].shape, module.out_features)
+    return Cost(macs, 2 * macs + _bias_flops(call, module.bias is not None))
+
+
+@register(F.linear)
+def linear_function(call: OpCall) -> Cost:
+    weight, bias = call.arg(1, "weight"), call.arg(2, "bias")
+    out_features = weight.shape[0] if len(weight.shape) == 2 else 1
+    macs = fm.linear_macs(call.arg(0, "input").shape, out_features)
+    return Cost(macs, 2 * macs + _bias_flops(call, bias is not None))
+
+
+@register(nn.Bilinear)
+def bilinear_module(call: OpCall) -> Cost:
+    module = call.module
+    first = call.inputs[0]
+    # y_k = x1^T A_k x2: A_k x2 (in1*in2) then the dot with x1 (in1), per output feature.
+    per_output = module.in1_features * module.in2_features + module.in1_features
+    macs = call.out.numel * per_output
+    return Cost(macs, 2 * macs + _bias_flops(call, module.bias is not None)) if first else Cost()
+
+
+@register(torch.matmul, operator.matmul, "matmul", "__matmul__", torch.mm, "mm", torch.bmm, "bmm")
+def matmul(call: OpCall) -> Cost:
+    macs = fm.matmul_macs(call.inputs[0].shape, call.out.shape)
+    return Cost(macs, 2 * macs)
+
+
+@register(torch.addmm, "addmm", torch.baddbmm, "baddbmm")
+def matmul_accumulate(call: OpCall) -> Cost:
+    macs = fm.matmul_macs(call.inputs[1].shape, call.out.shape)
+    return Cost(macs, 2 * macs + call.out.numel)
+
+
+@register(torch.einsum)
+def einsum(call: OpCall) -> Cost:
+    equation = call.args[0]
+    operands = call.args[1:]
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = operands[0]
+    shapes = [operand.shape for operand in operands]
+    macs = fm.einsum_macs(equation, shapes)
+    if macs == 0:  # transpose / trace / reduction of one operand
+        return Cost(0, fm.numel(shapes[0]) if call.out.numel < fm.numel(shapes[0]) else 0)
+    return Cost(macs, 2 * macs)
+
+
+# --- attention ------------------------------------------------------------------------
+
+@register(F.scaled_dot_product_attention)
+def scaled_dot_product_attention(call: OpCall) -> Cost:
+    query, key, value = call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value")
+    macs = fm.attention_macs(query.shape, key.shape, value.shape)
+    mask = call.arg(3, "attn_mask")
+    extra = fm.attention_extra_flops(query.shape, key.shape)
+    if mask is not None:
+        extra += fm.numel(query.shape[:-2]) * query.shape[-2] * key.shape[-2]
+    return Cost(macs, 2 * macs + extra)
+
+
+@register(nn.MultiheadAttention)
+def multihead_attention(call: OpCall) -> Cost:
+    module: nn.MultiheadAttention = call.module
+    query, key, value = call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value")
+    batched = len(query.shape) == 3
+    if batched and not module.batch_first:
+        length, batch = query.shape[0], query.shape[1]
+        source = key.shape[0]
+    elif batched:
+        batch, length = query.shape[0], query.shape[1]
+        source = key.shape[1]
+    else:
+        batch, length, source = 1, query.shape[0], key.shape[0]
+    embed, heads = module.embed_dim, module.num_heads
+    head_dim = embed // heads
+    projections = length * query.shape[-1] * embed + source * key.shape[-1] * embed + source * value.shape[-1] * embed
+    projections += length * embed * embed  # out_proj
+    q_shape = (batch, heads, length, head_dim)
+    k_shape = (batch, heads, source, head_dim)
+    attention = fm.attention_macs(q_shape, k_shape, k_shape)
+    macs = batch * projections + attention
+    biases = 0
+    if module.in_proj_bias is not None:
+        biases += batch * (length + 2 * source) * embed
+    if module.out_proj.bias is not None:
+        biases += batch * length * embed
+    return Cost(macs, 2 * macs + biases + fm.attention_extra_flops(q_shape, k_shape))
+
+
+# --- recurrent ------------------------------------------------------------------------
+
+@register(nn.LSTM, nn.GRU, nn.RNN)
+def recurrent(call: OpCall) -> Cost:
+    module = call.module
+    data = call.inputs[0]
+    if len(data.shape) == 2:
+        steps, batch = data.shape[0], 1
+    elif module.batch_first:
+        batch, steps = data.shape[0], data.shape[1]
+    else:
+        steps, batch = data.shape[0], data.shape[1]
+    kind = type(module).__name__ if type(module).__name__ in ("LSTM", "GRU", "RNN") else module.mode.split("_")[0]
+    kind = {"RNN": "RNN", "LSTM": "LSTM", "GRU": "GRU"}.get(kind, "RNN")
+    directions = 2 if module.bidirectional else 1
+    proj = getattr(module, "proj_size", 0)
+    macs = fm.rnn_macs(kind, module.input_size, module.hidden_size, module.num_layers, directions, steps, batch, proj)
+    extra = fm.rnn_extra_flops(kind, module.hidden_size, module.num_layers, directions, steps, batch, module.bias)
+    return Cost(macs, 2 * macs + extra)
+
+
+@register(nn.LSTMCell, nn.GRUCell, nn.RNNCell)
+def recurrent_cell(call: OpCall) -> Cost:
+    module = call.module
+    data = call.inputs[0]
+    batch = data.shape[0] if len(data.shape) == 2 else 1
+    kind = {nn.LSTMCell: "LSTM", nn.GRUCell: "GRU"}.get(type(module), "RNN")
+    macs = fm.rnn_macs(kind, module.input_size, module.hidden_size, 1, 1, 1, batch)
+    extra = fm.rnn_extra_flops(kind, module.hidden_size, 1, 1, 1, batch, module.bias)
+    return Cost(macs, 2 * macs + extra)
+
+
+# --- normalisation --------------------------------------------------------------------
+
+@register(nn.modules.batchnorm._BatchNorm)
+def batch_norm_module(call: OpCall) -> Cost:
+    module = call.module
+    uses_batch_stats = module.training or not module.track_running_stats
+    if uses_batch_stats:
+        per_element = fm.NORM_STATS_FLOPS + (fm.AFFINE_FLOPS if module.affine else 0)
+    else:
+        per_element = fm.AFFINE_FLOPS
+    return Cost(0, call.out.numel * per_element)
+
+
+@register(F.batch_norm)
+def batch_norm_function(call: OpCall) -> Cost:
+    training = call.arg(5, "training", False)
+    affine = call.arg(3, "weight") is not None
+    per_element = fm.NORM_STATS_FLOPS + (fm.AFFINE_FLOPS if affine else 0) if training else fm.AFFINE_FLOPS
+    return Cost(0, call.out.numel * per_element)
+
+
+@register(nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+def norm_module(call: OpCall) -> Cost:
+    module = call.module
+    affine = getattr(module, "elementwise_affine", getattr(module, "affine", False))
+    return Cost(0, call.out.numel * (fm.NORM_STATS_FLOPS + (fm.AFFINE_FLOPS if affine else 0)))
+
+
+@register(F.layer_norm, F.group_norm, F.instance_norm)
+def norm_function(call: OpCall) -> Cost:
+    index = 2 if call.target is not F.instance_norm else 3
+    affine = call.arg(index, "weight") is not None
+    return Cost(0, call.out.numel * (fm.NORM_STATS_FLOPS + (fm.AFFINE_FLOPS if affine else 0)))
+
+
+@register(nn.RMSNorm)
+def rms_norm_module(call: OpCall) -> Cost:
+    return Cost(0, call.out.numel * (3 + (1 if call.module.weight is not None else 0)))
+
+
+@register(F.rms_norm)
+def rms_norm_function(call: OpCall) -> Cost:
+    return Cost(0, call.out.numel * (3 + (1 if call.arg(2, "weight") is not None else 0)))
+
+
+@register(nn.LocalResponseNorm, F.local_response_norm)
+def local_response_norm(call: OpCall) -> Cost:
+    size = call.module.size if call.module is not None else call.arg(1, "size")
+    # square, windowed sum over `size` channels, scale/pow, divide
+    return Cost(0, call.out.numel * (size + 3))
+
+
+# --- pooling --------------------------------------------------------------------------
+
+def _ntuple(value, n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
+_POOL_DIMS = {
+    nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
+    nn.LPPool1d: 1, nn.LPPool2d: 2,
+    F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3,
+    F.max_pool1d_with_indices: 1, F.max_pool2d_with_indices: 2, F.max_pool3d_with_indices: 3,
+    torch.max_pool1d: 1, torch.max_pool2d: 2, torch.max_pool3d: 3, torch.avg_pool1d: 1,
+    F.lp_pool1d: 1, F.lp_pool2d: 2,
+}
+
+
+@register(*_POOL_DIMS)
+def pool(call: OpCall) -> Cost:
+    key = call.target if call.module is None else type(call.module)
+    kernel = call.module.kernel_size if call.module is not None else call.arg(1, "kernel_size")
+    return Cost(0, fm.pool_flops(call.out.shape, _ntuple(kernel, _POOL_DIMS[key])))
+
+
+_ADAPTIVE_DIMS = {
+    nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
+    F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
+    F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3,
+    torch.adaptive_avg_pool1d: 1,
+}
+
+
+@register(*_ADAPTIVE_DIMS)
+def adaptive_pool(call: OpCall) -> Cost:
+    key = call.target if call.module is None else type(call.module)
+    return Cost(0, fm.adaptive_pool_flops(call.inputs[0].shape, call.out.shape, _ADAPTIVE_DIMS[key]))
+
+
+# --- interpolation --------------------------------------------------------------------
+
+@register(F.interpolate, F.upsample, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
+def interpolate(call: OpCall) -> Cost:
+    mode = call.module.mode if call.module is not None else call.arg(3, "mode", "nearest")
+    data = call.inputs[0]
+    spatial = len(data.shape) - 2
+    if mode == "area":
+        return Cost(0, fm.adaptive_pool_flops(data.shape, call.out.shape, spatial))
+    return Cost(0, fm.interpolate_flops(call.out.shape, mode, spatial))
+
+
+# --- softmax and reductions ---------------------------------------------------------------
+
+@register(nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Softmax2d, F.softmax, F.log_softmax, F.softmin,
+          torch.softmax, torch.log_softmax, "softmax", "log_softmax")
+def softmax(call: OpCall) -> Cost:
+    return Cost(0, call.out.numel * fm.SOFTMAX_FLOPS)
+
+
+_REDUCTIONS = ("sum", "mean", "amax", "amin", "max", "min", "prod", "norm", "logsumexp", "all", "any",
+               "argmax", "argmin", "cumsum", "cumprod", "nansum", "nanmean", "count_nonzero", "aminmax")
+
+
+@register(*_REDUCTIONS, *(getattr(torch, name) for name in _REDUCTIONS), torch.linalg.vector_norm)
+def reduction(call: OpCall) -> Cost:
+    return Cost(0, call.inputs[0].numel)
+
+
+@register("var", "std", torch.var, torch.std, "var_mean", "std_mean", torch.var_mean, torch.std_mean)
+def variance(call: OpCall) -> Cost:
+    return Cost(0, call.inputs[0].numel * 3)  # sum, subtract mean, square-accumulate
+
+
+# --- elementwise ----------------------------------------------------------------------
+
+_ACTIVATION_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardshrink, nn.Softshrink,
+    nn.Tanhshrink, nn.Softplus, nn.Softsign, nn.LogSigmoid, nn.Threshold, nn.GLU,
+)
+_ACTIVATION_FUNCTIONS = (
+    F.relu, F.relu_, F.relu6, F.leaky_relu, F.leaky_relu_, F.prelu, F.rrelu, F.elu, F.elu_, F.selu, F.celu,
+    F.gelu, F.silu, F.mish, F.sigmoid, F.tanh, F.hardtanh, F.hardtanh_, F.hardswish, F.hardsigmoid,
+    F.hardshrink, F.softshrink, F.tanhshrink, F.softplus, F.softsign, F.logsigmoid, F.threshold, F.glu,
+    torch.relu, torch.relu_, torch.sigmoid, torch.tanh, torch.selu, torch.celu, torch.prelu, torch.rrelu,
+)
+_ELEMENTWISE_NAMES = (
+    "add", "sub", "mul", "div", "true_divide", "floor_divide", "remainder", "fmod", "pow", "neg", "abs",
+    "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "square", "reciprocal",
+    "sin", "cos", "tan", "sinh", "cosh", "asin", "acos", "atan", "atan2", "erf", "erfc", "erfinv",
+    "sigmoid", "tanh", "relu", "clamp", "clip", "clamp_min", "clamp_max", "maximum", "minimum", "sign",
+    "floor", "ceil", "round", "trunc", "frac", "eq", "ne", "lt", "le", "gt", "ge", "logical_and",
+    "logical_or", "logical_not", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_not", "where",
+    "masked_fill", "nan_to_num", "isnan", "isinf", "isfinite", "hardtanh", "rsub", "sgn", "xlogy",
+    "logaddexp", "hypot", "copysign", "heaviside", "softplus", "gelu", "silu", "mish", "hardswish",
+    "hardsigmoid", "leaky_relu", "elu", "sigmoid", "threshold",
+)
+_ELEMENTWISE_OPERATORS = (
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod,
+    operator.pow, operator.neg, operator.pos, operator.abs, operator.invert, operator.eq, operator.ne,
+    operator.lt, operator.le, operator.gt, operator.ge, operator.and_, operator.or_, operator.xor,
+    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv, operator.imod,
+    operator.ipow, operator.iand, operator.ior, operator.ixor,
+)
+_BINARY_DUNDERS = ("add", "sub", "mul", "truediv", "div", "floordiv", "mod", "pow", "and", "or", "xor",
+                   "lshift", "rshift")
+_ELEMENTWISE_METHODS = tuple(
+    dict.fromkeys(
+        [*_ELEMENTWISE_NAMES, *(name + "_" for name in _ELEMENTWISE_NAMES),
+         *(f"__{prefix}{name}__" for name in _BINARY_DUNDERS for prefix in ("", "r", "i")),
+         "__neg__", "__pos__", "__abs__", "__invert__",
+         "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__"]
+    )
+)
+
+
+def _torch_functions(names):
+    seen = set()
+    for name in names:
+        for owner in (torch, torch.special):
+            fn = getattr(owner, name, None)
+            if callable(fn) and fn not in seen and fn not in _ACTIVATION_FUNCTIONS:
+                seen.add(fn)
+                yield fn
+
+
+@register(*_ACTIVATION_MODULES, *_ACTIVATION_FUNCTIONS, *_ELEMENTWISE_OPERATORS, *_ELEMENTWISE_METHODS,
+          *_torch_functions(_ELEMENTWISE_NAMES))
+def elementwise(call: OpCall) -> Cost:
+    """1 FLOP per output element."""
+    return Cost(0, sum(out.numel for out in call.outputs[:1]))
+
+
+@register("addcmul", "addcdiv", "addcmul_", "addcdiv_", "lerp", "lerp_", torch.addcmul, torch.addcdiv, torch.lerp)
+def fused_elementwise(call: OpCall) -> Cost:
+    return Cost(0, 2 * call.out.numel)
+
+
+@register(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+          F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, torch.dropout)
+def dropout(call: OpCall) -> Cost:
+    training = call.module.training if call.module is not None else call.arg(2, "training", True)
+    return Cost(0, 2 * call.out.numel if training else 0)
+
+
+# --- data movement: no arithmetic -----------------------------------------------------------
+
+def _data_movement(call: OpCall) -> Cost:
+    return Cost()
+
+
+_data_movement.data_movement = True  # type: ignore[attr-defined]
+
+_MOVEMENT_NAMES = (
+    "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute", "transpose", "t", "mT",
+    "contiguous", "expand", "expand_as", "repeat", "repeat_interleave", "tile", "squeeze", "unsqueeze",
+    "chunk", "split", "tensor_split", "unbind", "narrow", "select", "index_select", "gather", "take",
+    "cat", "concat", "concatenate", "stack", "hstack", "vstack", "flip", "roll", "movedim", "moveaxis",
+    "swapaxes", "swapdims", "clone", "detach", "to", "type", "type_as", "float", "half", "double",
+    "bfloat16", "int", "long", "bool", "cpu", "cuda", "masked_select", "masked_scatter", "scatter",
+    "index_put", "index_fill", "fill_", "zero_", "copy_", "new_zeros", "new_ones", "new_empty", "new_full",
+    "new_tensor", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "zeros",
+    "ones", "empty", "full", "arange", "linspace", "eye", "tensor", "as_tensor", "rand", "randn",
+    "randint", "triu", "tril", "diagonal", "diag", "unfold", "pixel_shuffle", "pixel_unshuffle",
+    "channel_shuffle", "native_channel_shuffle", "broadcast_to", "atleast_1d", "atleast_2d", "atleast_3d",
+    "flatten", "ravel", "split_with_sizes", "unsafe_split", "unsafe_chunk", "requires_grad_", "numpy",
+    "nonzero", "argsort", "sort", "topk", "dsplit", "hsplit", "vsplit", "column_stack", "__getitem__",
+    "bernoulli_", "normal_", "uniform_",
+)
+
+
+register(
+    operator.getitem, *_MOVEMENT_NAMES,
+    *(fn for fn in (getattr(torch, name, None) for name in _MOVEMENT_NAMES) if callable(fn)),
+    F.pad, F.pixel_shuffle, F.pixel_unshuffle, F.embedding, F.one_hot, torch.nn.functional.unfold,
+    torch.nn.functional.fold,
+    nn.Identity, nn.Flatten, nn.Unflatten, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle,
+    nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
+    nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+    nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d, nn.Unfold, nn.Fold,
+)(_data_movement)
+
+
+@register(nn.Embedding)
+def embedding(call: OpCall) -> Cost:
+    """A lookup: reads only the selected rows, so weight bytes read = output bytes."""
+    return Cost(0, 0, weight_bytes_read=call.out.nbytes)
+
+
+@register(nn.EmbeddingBag, F.embedding_bag)
+def embedding_bag(call: OpCall) -> Cost:
+    indices = call.inputs[0]
+    width = call.out.shape[-1]
+    return Cost(0, indices.numel * width, weight_bytes_read=indices.numel * width * call.out.itemsize)
+
+
+def is_data_movement(rule) -> bool:
+    """Whether ``rule`` is the shared rule of ops that only move or create data."""
+    return getattr(rule, "data_movement", False)
+
+
+@register(F.normalize)
+def normalize(call: OpCall) -> Cost:
+    """Lp normalisation: power, sum and divide per element (the root per vector is ignored)."""
+    return Cost(0, 3 * call.out.numel)
