@@ -123,6 +123,8 @@ def _cost_node(node, gm, propagation, rules, param_names, used, root_type) -> No
     target, op_type, key = describe_target(node, gm)
     if node.op == "call_module":
         module_path, module_type = str(node.target), op_type
+        if gm.meta.get("fxcost_root_leaf"):
+            module_path = ""
     else:
         module_path, module_type = module_location(node)
         if not module_path and node.op not in ("placeholder", "output"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import traceback
 from typing import Any, Iterable
@@ -40,11 +41,17 @@ class CostTracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
+#: Name of the single call_module node when the model itself is a leaf (``nn.Conv2d``...).
+ROOT_LEAF = "model"
+
+
 def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concrete_args: dict[str, Any] | None = None) -> fx.GraphModule:
     """Trace ``root`` into a GraphModule, or raise :class:`TraceError` naming the culprit."""
     if isinstance(root, fx.GraphModule) and not leaf_modules and not concrete_args:
         return fx.GraphModule(root, root.graph)
     tracer = CostTracer(leaf_modules)
+    if tracer.is_leaf_module(root, ""):
+        return _leaf_root_graph(root)
     try:
         graph = tracer.trace(root, concrete_args=concrete_args)
     except Exception as error:  # noqa: BLE001 - translated into one clear error
@@ -78,3 +85,20 @@ def _trace_error(error: Exception, tracer: CostTracer) -> TraceError:
         f"arguments it branches on, or {hint}"
     )
     return TraceError("\n".join(message))
+
+
+def _leaf_root_graph(root: nn.Module) -> fx.GraphModule:
+    """A one-node graph calling ``root``, so a bare leaf module is costed by its module rule."""
+    graph = fx.Graph()
+    inputs = []
+    for name, parameter in inspect.signature(root.forward).parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        default = parameter.default if parameter.default is not parameter.empty else inspect.Signature.empty
+        inputs.append(graph.placeholder(name, default_value=default))
+    graph.output(graph.call_module(ROOT_LEAF, tuple(inputs)))
+    holder = nn.Module()
+    holder.add_module(ROOT_LEAF, root)
+    gm = fx.GraphModule(holder, graph, type(root).__name__)
+    gm.meta["fxcost_root_leaf"] = True
+    return gm
