@@ -6,6 +6,9 @@ whose weights live on the ``meta`` device propagates exactly like one with real 
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,6 +22,9 @@ from torch.utils import _pytree as pytree
 from ._errors import ShapePropagationError
 from ._records import TensorMeta
 from ._trace import user_frame
+
+_FRAME = re.compile(r'^File "([^"]+)", line (\d+)')
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
 
 def tensor_meta(tensor: torch.Tensor) -> TensorMeta:
@@ -81,6 +87,7 @@ class Propagation:
 class _Propagator(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, look_inside: Callable[[fx.Node], bool]) -> None:
         super().__init__(gm, garbage_collect_values=False)
+        self.extra_traceback = False  # errors carry their own context
         self.look_inside = look_inside
         self.result = Propagation({}, {})
 
@@ -110,9 +117,15 @@ def propagate(
     All fake tensors stay referenced until the end, so storage identities are unique.
     """
     propagator = _Propagator(gm, look_inside)
-    with fake_mode, torch.no_grad():
-        propagator.run(*args)
-        propagator.env.clear()
+    fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+    level = fake_log.level
+    fake_log.setLevel(logging.CRITICAL)  # failures are re-raised with context, not logged
+    try:
+        with fake_mode, torch.no_grad():
+            propagator.run(*args)
+            propagator.env.clear()
+    finally:
+        fake_log.setLevel(level)
     return propagator.result
 
 
@@ -122,8 +135,10 @@ def _node_error(node: fx.Node, error: Exception) -> ShapePropagationError:
     if node.op == "call_module":
         path = str(node.target)
     where = f"in module '{path}' " if path else ""
-    lines = [f"shape propagation failed {where}at node '{node.name}' ({node.format_node()}): "
-             f"{type(error).__name__}: {error}"]
+    reason = str(error).split("\n\nWhile executing")[0].strip()
+    if len(reason) > 600:
+        reason = reason[:600] + " ..."
+    lines = [f"shape propagation failed {where}at node '{node.name}': {type(error).__name__}: {reason}"]
     source = _source_line(node) or user_frame(error.__traceback__)
     if source:
         lines.append(f"  at {source}")
@@ -132,13 +147,12 @@ def _node_error(node: fx.Node, error: Exception) -> ShapePropagationError:
 
 
 def _source_line(node: fx.Node) -> str | None:
-    trace = node.stack_trace
-    if not trace:
-        return None
-    lines = [line.strip() for line in trace.strip().splitlines()]
-    for index in range(len(lines) - 1, -1, -1):
-        if lines[index].startswith("File "):
-            code = lines[index + 1] if index + 1 < len(lines) else ""
-            location = lines[index].replace("File ", "", 1).replace('"', "").replace(", line ", ":").split(",")[0]
-            return f"{location}: {code}"
-    return None
+    """``file:line: code`` of the innermost frame of the node's trace-time stack outside torch."""
+    lines = (node.stack_trace or "").strip().splitlines()
+    found = None
+    for index, line in enumerate(lines):
+        match = _FRAME.match(line.strip())
+        if match and not os.path.abspath(match.group(1)).startswith(_TORCH_DIR):
+            code = lines[index + 1].strip() if index + 1 < len(lines) else ""
+            found = f"{match.group(1)}:{match.group(2)}: {code}"
+    return found

@@ -35,13 +35,13 @@ def format_report(report: "Report", raw: bool = False) -> str:
         macs = "?" if node.status is Status.UNSUPPORTED else (count(node.macs) if node.macs else "")
         flops = "unsupported" if node.status is Status.UNSUPPORTED else count(node.flops)
         rows.append([
-            _truncate(node.module_path or node.name, 28), _truncate(node.op_type, 16),
+            _truncate(node.module_path or node.name, 24), _truncate(node.op_type, 18),
             _shape_text(node.output_shapes), count(node.params) if node.params else "",
-            macs, flops, size(node.bytes_read), size(node.bytes_written),
+            macs, flops, size(node.bytes_moved),
         ])
     table = tabulate(
-        rows, headers=["module", "op", "output shape", "params", "MACs", "FLOPs", "read", "written"],
-        disable_numparse=True, colalign=("left", "left", "left", "right", "right", "right", "right", "right"),
+        rows, headers=["module", "op", "output shape", "params", "MACs", "FLOPs", "moved"],
+        disable_numparse=True, colalign=("left", "left", "left", "right", "right", "right", "right"),
     )
     return table + "\n\n" + summary(report, raw)
 

@@ -21,8 +21,8 @@ TRACE_INTO: tuple[type[nn.Module], ...] = (
     nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
 )
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
-_FXCOST_DIR = os.path.dirname(__file__)
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_FXCOST_DIR = os.path.dirname(__file__) + os.sep
 
 
 class CostTracer(fx.Tracer):
