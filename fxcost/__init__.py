@@ -12,6 +12,7 @@ from ._errors import (
     ShapePropagationError,
     TraceError,
 )
+from ._liveness import Buffer, MemoryOptions
 from ._records import Cost, Status, TensorMeta
 from ._registry import RULES, OpCall, RuleRegistry
 from ._report import NodeCost, Report
@@ -20,6 +21,8 @@ from ._units import format_bytes, format_count, parse_quantity
 __all__ = [
     "analyze",
     "Report",
+    "MemoryOptions",
+    "Buffer",
     "NodeCost",
     "Status",
     "Cost",

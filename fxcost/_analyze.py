@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Callable, Iterable, Mapping
 
@@ -14,7 +15,8 @@ from ._costing import cost_nodes, describe_target
 from ._errors import InvalidInputError, InvalidModelError
 from ._fake_model import fake_model
 from ._inputs import bind_placeholders, fake_arguments, input_device, split_example_input
-from ._propagate import propagate
+from ._liveness import MemoryOptions, compute_liveness
+from ._propagate import propagate, tensor_meta
 from ._records import Status
 from ._registry import RULES, OpCall
 from ._report import Report
@@ -35,6 +37,7 @@ def analyze(
     concrete_args: dict[str, Any] | None = None,
     mode: str = "eval",
     rules: Mapping[Any, Callable[[OpCall], Any]] | None = None,
+    memory: MemoryOptions | None = None,
 ) -> Report:
     """Analyse ``model`` on ``example_input`` without running it on real data.
 
@@ -48,6 +51,8 @@ def analyze(
         mode: ``"eval"`` (default), ``"train"`` or ``"as-is"``: the module mode analysed.
             The model's own ``training`` flags are never changed.
         rules: extra or replacement cost rules, ``{target: rule}`` (see :mod:`fxcost.rules`).
+        memory: memory layout assumptions for the liveness figures (default: eager PyTorch,
+            inputs held by the caller); ``MemoryOptions.deployment()`` for an int8 MCU runtime.
 
     Returns:
         A :class:`Report`. Nodes without a cost rule are listed in ``report.unsupported``
@@ -74,6 +79,11 @@ def analyze(
     propagation = propagate(gm, bound, fake_mode, lambda node: registry.lookup(describe_target(node, gm)[2]) is None)
     values = propagation.values
     nodes, used = cost_nodes(gm, propagation, registry, fake.names, name)
+    memory = memory or MemoryOptions()
+    weights = [t for t in (*fake.module.parameters(), *fake.module.buffers())]
+    weight_storages = {tensor_meta(t).storage for t in weights}
+    liveness = compute_liveness(gm, values, weight_storages, memory, [n.module_path for n in nodes])
+    nodes = [dataclasses.replace(n, live_bytes=live) for n, live in zip(nodes, liveness.during)]
 
     unsupported: dict[str, list[str]] = {}
     for node in nodes:
@@ -90,6 +100,11 @@ def analyze(
         ),
         mode=mode,
         unsupported={target: tuple(names) for target, names in unsupported.items()},
+        peak_activation_bytes=liveness.peak_bytes,
+        peak_node=nodes[liveness.peak_index].name if nodes else "",
+        peak_buffers=liveness.alive_at(liveness.peak_index),
+        weight_memory_bytes=_weight_memory(model, memory.weight_dtype),
+        memory=memory,
     )
     if unsupported:
         warnings.warn(
@@ -116,6 +131,14 @@ def _check_model(model: Any) -> None:
         raise InvalidModelError(
             "this module was compiled with torch.compile: pass the original module (model._orig_mod)"
         )
+
+
+def _weight_memory(model: nn.Module, dtype: torch.dtype | None) -> int:
+    unique = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()
+    return sum(
+        t.numel() * (dtype.itemsize if dtype is not None and t.dtype.is_floating_point else t.element_size())
+        for t in unique
+    )
 
 
 def _parameter_totals(model: nn.Module, used: set[str]) -> dict[str, Any]:

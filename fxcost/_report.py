@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._liveness import Buffer, MemoryOptions
 from ._records import Status
 
 
@@ -48,6 +49,8 @@ class NodeCost:
     """Whether a cost rule matched (``unsupported``: MACs and FLOPs are unknown, not zero)."""
     note: str = ""
     """How the cost was found when not by a rule of its own, or why it is unknown."""
+    live_bytes: int = 0
+    """Activation bytes alive while this node runs (see :attr:`Report.peak_activation_bytes`)."""
 
     @property
     def bytes_read(self) -> int:
@@ -97,6 +100,16 @@ class Report:
     """``eval``, ``train`` or ``as-is``: the module mode the analysis ran in."""
     unsupported: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Targets with no cost rule -> names of the nodes calling them."""
+    peak_activation_bytes: int = 0
+    """Peak of live activation bytes over the graph's schedule (parameters excluded)."""
+    peak_node: str = ""
+    """Name of the node during which that peak is first reached."""
+    peak_buffers: tuple[Buffer, ...] = ()
+    """The activation buffers alive at the peak, largest first: who holds the memory."""
+    weight_memory_bytes: int = 0
+    """Bytes of all parameters and buffers (at ``memory.weight_dtype`` when given)."""
+    memory: MemoryOptions = MemoryOptions()
+    """The memory layout assumptions behind the liveness figures."""
 
     # --- totals --------------------------------------------------------------------------
     @property
@@ -135,6 +148,11 @@ class Report:
         return self.flops / self.bytes_moved if self.bytes_moved else 0.0
 
     @property
+    def peak_memory_bytes(self) -> int:
+        """Peak activations plus all parameters and buffers."""
+        return self.peak_activation_bytes + self.weight_memory_bytes
+
+    @property
     def complete(self) -> bool:
         """True when every node had a cost rule."""
         return not self.unsupported
@@ -158,6 +176,7 @@ class Report:
         data = dataclasses.asdict(self)
         for node in data["nodes"]:
             node["status"] = node["status"].value
+        data["memory"] = self.memory.to_dict()
         data["format"] = "fxcost.report/1"
         return data
 
@@ -173,6 +192,8 @@ class Report:
         data["unused_params"] = tuple(data.get("unused_params", ()))
         data["inputs"] = tuple((name, tuple(shape), dtype) for name, shape, dtype in data.get("inputs", ()))
         data["unsupported"] = {k: tuple(v) for k, v in data.get("unsupported", {}).items()}
+        data["peak_buffers"] = tuple(Buffer(**b) for b in data.get("peak_buffers", ()))
+        data["memory"] = MemoryOptions.from_dict(data.get("memory", {}))
         return cls(nodes=nodes, **data)
 
     def to_json(self, **dumps_kwargs: Any) -> str:

@@ -1,0 +1,262 @@
+"""Peak activation memory from buffer lifetimes along the graph's linear schedule.
+
+A buffer (a tensor storage) is allocated when the first node producing it runs and is freed
+after the last user of any node holding it (a view or an in-place result holds its base's
+buffer) has run. Graph outputs live to the end; inputs are held by the caller for the whole
+call unless ``free_inputs``. Parameters and buffers of the model are not activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ._records import TensorMeta
+from ._registry import iter_metas
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """How activations are laid out in memory. The defaults describe eager PyTorch."""
+
+    free_inputs: bool = False
+    """Free the model inputs after their last use (a memory planner's view) instead of
+    holding them for the whole call as the caller does in eager PyTorch."""
+    activation_dtype: torch.dtype | None = None
+    """Count floating-point activations at this dtype's size (e.g. ``torch.int8``)."""
+    fold_batchnorm: bool = False
+    """BatchNorm right after a conv/linear is folded into it: no buffer of its own."""
+    inplace_activations: bool = False
+    """Elementwise activations write into their input when nothing else reads it."""
+    inplace_depthwise: bool = False
+    """Depthwise convolutions overwrite their input channel by channel, needing one output
+    channel of scratch space, when nothing else reads the input."""
+    residual_accumulate: bool = False
+    """``conv/linear (-> folded BN) -> add(skip)`` accumulates into the skip buffer when the
+    skip has no later reader."""
+    weight_dtype: torch.dtype | None = None
+    """Count floating-point parameters and buffers at this dtype's size in ``peak_memory_bytes``."""
+
+    @classmethod
+    def deployment(cls, activation_dtype: torch.dtype | None = torch.int8) -> "MemoryOptions":
+        """Every assumption of a microcontroller int8 runtime (MCUNet's analytic profiling)."""
+        return cls(free_inputs=True, activation_dtype=activation_dtype, fold_batchnorm=True,
+                   inplace_activations=True, inplace_depthwise=True, residual_accumulate=True,
+                   weight_dtype=activation_dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, dtypes as names."""
+        return {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v)
+                for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MemoryOptions":
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{k: (getattr(torch, v) if k.endswith("dtype") and v is not None else v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One activation buffer and its lifetime in schedule steps (node indices)."""
+
+    id: int
+    """Number of the buffer, in allocation order."""
+    nbytes: int
+    """Size in bytes (at the counted activation dtype)."""
+    producer: str
+    """Name of the node that allocated it."""
+    module_path: str
+    """Module of that node."""
+    start: int
+    """Index of the allocating node."""
+    end: int
+    """Index of the last node during which it is alive."""
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Live activation bytes along the schedule."""
+
+    during: tuple[int, ...]
+    """Live bytes while each node runs (inputs still alive + its outputs + scratch)."""
+    after: tuple[int, ...]
+    """Live bytes after each node has run and dead buffers were freed."""
+    buffers: tuple[Buffer, ...]
+    """Every activation buffer."""
+    peak_bytes: int
+    """Maximum of ``during``."""
+    peak_index: int
+    """Index of the first node where the peak is reached."""
+
+    def alive_at(self, index: int) -> tuple[Buffer, ...]:
+        """Buffers alive while node ``index`` runs, largest first."""
+        alive = [b for b in self.buffers if b.start <= index <= b.end]
+        return tuple(sorted(alive, key=lambda b: -b.nbytes))
+
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.Tanh,
+                nn.GELU, nn.LeakyReLU, nn.ELU, nn.Mish, nn.PReLU)
+_ACTIVATION_FUNCTIONS = {"relu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "silu", "sigmoid", "tanh", "gelu",
+                         "leaky_relu", "elu", "mish", "relu_", "hardtanh_", "sigmoid_", "tanh_", "silu_"}
+_ADDS = {"add", "add_", "iadd", "__add__", "__iadd__"}
+
+
+def _function_name(node: fx.Node) -> str:
+    if node.op == "call_method":
+        return str(node.target)
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", "")
+    return ""
+
+
+def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+
+
+def _is_conv_or_linear(gm, node) -> bool:
+    return isinstance(_module(gm, node), (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+
+
+def _is_depthwise(module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels > 1
+
+
+def compute_liveness(
+    gm: fx.GraphModule,
+    values: dict[fx.Node, Any],
+    weight_storages: set[int],
+    options: MemoryOptions = MemoryOptions(),
+    module_paths: Sequence[str] | None = None,
+) -> Liveness:
+    """Lifetimes of all activation buffers of ``gm`` and the live bytes at every node."""
+    nodes = list(gm.graph.nodes)
+    index = {node: i for i, node in enumerate(nodes)}
+    last = len(nodes) - 1
+    paths = list(module_paths) if module_paths is not None else [""] * len(nodes)
+
+    def sole_user(node: fx.Node, user: fx.Node) -> bool:
+        return list(node.users) == [user] and node.op != "placeholder"
+
+    # Which buffers each node holds; deployment rules make some nodes share a producer's buffer.
+    holds: dict[fx.Node, tuple[int, ...]] = {}
+    sizes: dict[int, int] = {}
+    overwrite: dict[fx.Node, int] = {}  # node -> scratch bytes (it overwrites its input)
+    alias_of: dict[fx.Node, fx.Node] = {}
+    if options.fold_batchnorm or options.inplace_activations or options.inplace_depthwise or options.residual_accumulate:
+        alias_of, overwrite = _deployment_aliases(gm, nodes, values, options, sole_user)
+
+    def size_of(meta: TensorMeta) -> int:
+        if options.activation_dtype is not None and meta.dtype.is_floating_point:
+            return meta.storage_nbytes // meta.itemsize * options.activation_dtype.itemsize
+        return meta.storage_nbytes
+
+    for node in nodes:
+        if node in alias_of:
+            holds[node] = holds[alias_of[node]]
+            continue
+        if node.op == "get_attr":
+            holds[node] = ()
+            continue
+        metas = [m for m in iter_metas(values.get(node)) if m.storage not in weight_storages]
+        for meta in metas:
+            sizes.setdefault(meta.storage, size_of(meta))
+        holds[node] = tuple(dict.fromkeys(m.storage for m in metas))
+
+    start: dict[int, int] = {}
+    end: dict[int, int] = {}
+    producer: dict[int, fx.Node] = {}
+    for node in nodes:
+        i = index[node]
+        if node.op == "placeholder" and not options.free_inputs:
+            last_use = last
+        elif node.op == "output":
+            last_use = last
+        else:
+            last_use = max((index[user] for user in node.users), default=i)
+        for buffer in holds[node]:
+            if buffer not in start:
+                start[buffer], producer[buffer] = i, node
+            end[buffer] = max(end.get(buffer, i), last_use)
+
+    buffers = tuple(  # numbered in allocation order, so reports are reproducible
+        Buffer(number, sizes[b], producer[b].name, paths[index[producer[b]]], start[b], end[b])
+        for number, b in enumerate(start)
+    )
+    delta = [0] * (len(nodes) + 1)
+    freed = [0] * (len(nodes) + 1)
+    for b in buffers:
+        delta[b.start] += b.nbytes
+        delta[b.end + 1] -= b.nbytes
+        freed[b.end] += b.nbytes
+    during, after = [], []
+    live = 0
+    for i, node in enumerate(nodes):
+        live += delta[i]
+        extra = 0
+        if node in overwrite:  # the output lives inside the input it overwrites
+            extra = overwrite[node] - sum(sizes[b] for b in holds[node] if start[b] == i)
+        during.append(live + extra)
+        after.append(live - freed[i])
+    peak = max(during, default=0)
+    return Liveness(tuple(during), tuple(after), buffers, peak, during.index(peak) if during else 0)
+
+
+def _deployment_aliases(gm, nodes, values, options: MemoryOptions, sole_user):
+    alias_of: dict[fx.Node, fx.Node] = {}
+    overwrite: dict[fx.Node, int] = {}
+    folded: dict[fx.Node, fx.Node] = {}  # node -> the conv/linear it was folded into
+    for node in nodes:
+        module = _module(gm, node)
+        source = node.all_input_nodes[0] if node.all_input_nodes else None
+        if source is None:
+            continue
+        if (options.fold_batchnorm and isinstance(module, nn.modules.batchnorm._BatchNorm)
+                and _is_conv_or_linear(gm, source) and sole_user(source, node)):
+            alias_of[node] = source
+            folded[node] = source
+        elif options.inplace_activations and sole_user(source, node) and (
+            isinstance(module, _ACTIVATIONS) or (module is None and _function_name(node) in _ACTIVATION_FUNCTIONS)
+        ):
+            alias_of[node] = alias_of.get(source, source)
+            if source in folded:
+                folded[node] = folded[source]
+        elif options.inplace_depthwise and _is_depthwise(module) and sole_user(source, node):
+            out = next(iter_metas(values[node]))
+            channel = out.numel // out.shape[1]  # one output channel (of every sample in the batch)
+            itemsize = options.activation_dtype.itemsize if options.activation_dtype is not None and out.dtype.is_floating_point else out.itemsize
+            overwrite[node] = channel * itemsize
+        elif options.residual_accumulate and _function_name(node) in _ADDS and len(node.all_input_nodes) == 2:
+            first, second = node.all_input_nodes
+            for branch, skip in ((first, second), (second, first)):
+                root = folded.get(branch, branch)
+                if (_is_conv_or_linear(gm, root) and _chain_only(root, branch, node)
+                        and max(user_index for user_index in (nodes.index(u) for u in skip.users)) == nodes.index(node)
+                        and next(iter_metas(values[branch])).shape == next(iter_metas(values[skip])).shape):
+                    anchor = alias_of.get(skip, skip)
+                    for member in _chain(root, branch):
+                        alias_of[member] = anchor
+                    alias_of[node] = anchor
+                    break
+    return alias_of, overwrite
+
+
+def _chain(root: fx.Node, tip: fx.Node) -> list[fx.Node]:
+    """Nodes from ``root`` to ``tip`` following sole users."""
+    chain = [root]
+    while chain[-1] is not tip:
+        chain.append(next(iter(chain[-1].users)))
+    return chain
+
+
+def _chain_only(root: fx.Node, tip: fx.Node, consumer: fx.Node) -> bool:
+    """Whether ``root -> ... -> tip -> consumer`` is a chain of sole users."""
+    node = root
+    while node is not tip:
+        if len(node.users) != 1:
+            return False
+        node = next(iter(node.users))
+    return list(tip.users) == [consumer]
