@@ -39,3 +39,25 @@ def total(report: "Report", module_path: str = "") -> NodeCost:
     if module_path and not nodes:
         raise KeyError(f"no node belongs to module {module_path!r}")
     return sum_nodes(nodes, module_path or report.model, module_path)
+
+
+def module_peaks(report: "Report", paths: Iterable[str] | None = None, depth: int | None = None) -> dict[str, int]:
+    """Peak live activation bytes while the nodes of each module run.
+
+    ``paths`` names the modules; otherwise every module path cut to ``depth`` components
+    (``depth=None``: the full paths of the nodes' own modules).
+    """
+    peaks: dict[str, int] = {}
+    if paths is not None:
+        for path in paths:
+            inside = [n.live_bytes for n in report.nodes if in_module(n, path) and n.op not in ("placeholder", "output")]
+            if not inside:
+                raise KeyError(f"no node belongs to module {path!r}")
+            peaks[path] = max(inside)
+        return peaks
+    for node in report.nodes:
+        if node.op in ("placeholder", "output", "get_attr"):
+            continue
+        path = node.module_path if depth is None else ".".join(node.module_path.split(".")[:depth])
+        peaks[path] = max(peaks.get(path, 0), node.live_bytes)
+    return peaks

@@ -82,8 +82,10 @@ def analyze(
     memory = memory or MemoryOptions()
     weights = [t for t in (*fake.module.parameters(), *fake.module.buffers())]
     weight_storages = {tensor_meta(t).storage for t in weights}
-    liveness = compute_liveness(gm, values, weight_storages, memory, [n.module_path for n in nodes])
-    nodes = [dataclasses.replace(n, live_bytes=live) for n, live in zip(nodes, liveness.during)]
+    liveness = compute_liveness(gm, values, weight_storages, memory, [n.module_path for n in nodes],
+                                propagation.internal_peaks)
+    nodes = [dataclasses.replace(n, live_bytes=live, temporary_bytes=temp)
+             for n, live, temp in zip(nodes, liveness.during, liveness.temporaries)]
 
     unsupported: dict[str, list[str]] = {}
     for node in nodes:
@@ -103,6 +105,7 @@ def analyze(
         peak_activation_bytes=liveness.peak_bytes,
         peak_node=nodes[liveness.peak_index].name if nodes else "",
         peak_buffers=liveness.alive_at(liveness.peak_index),
+        peak_with_temporaries_bytes=liveness.peak_with_temporaries,
         weight_memory_bytes=_weight_memory(model, memory.weight_dtype),
         memory=memory,
     )

@@ -91,6 +91,19 @@ class Liveness:
     """Maximum of ``during``."""
     peak_index: int
     """Index of the first node where the peak is reached."""
+    temporaries: tuple[int, ...] = ()
+    """Bytes each node allocates internally beyond its outputs, at its busiest aten op
+    (max-pool indices, the internals of a fused call...), freed before it returns."""
+
+    @property
+    def during_with_temporaries(self) -> tuple[int, ...]:
+        """``during`` plus each node's temporaries."""
+        return tuple(d + t for d, t in zip(self.during, self.temporaries or (0,) * len(self.during)))
+
+    @property
+    def peak_with_temporaries(self) -> int:
+        """Peak of live bytes at aten-op granularity, node-internal temporaries included."""
+        return max(self.during_with_temporaries, default=0)
 
     def alive_at(self, index: int) -> tuple[Buffer, ...]:
         """Buffers alive while node ``index`` runs, largest first."""
@@ -131,6 +144,7 @@ def compute_liveness(
     weight_storages: set[int],
     options: MemoryOptions = MemoryOptions(),
     module_paths: Sequence[str] | None = None,
+    internal_peaks: dict[fx.Node, dict[torch.dtype, int]] | None = None,
 ) -> Liveness:
     """Lifetimes of all activation buffers of ``gm`` and the live bytes at every node."""
     nodes = list(gm.graph.nodes)
@@ -149,10 +163,13 @@ def compute_liveness(
     if options.fold_batchnorm or options.inplace_activations or options.inplace_depthwise or options.residual_accumulate:
         alias_of, overwrite = _deployment_aliases(gm, nodes, values, options, sole_user)
 
+    def scaled(nbytes: int, dtype: torch.dtype) -> int:
+        if options.activation_dtype is not None and dtype.is_floating_point:
+            return nbytes // dtype.itemsize * options.activation_dtype.itemsize
+        return nbytes
+
     def size_of(meta: TensorMeta) -> int:
-        if options.activation_dtype is not None and meta.dtype.is_floating_point:
-            return meta.storage_nbytes // meta.itemsize * options.activation_dtype.itemsize
-        return meta.storage_nbytes
+        return scaled(meta.storage_nbytes, meta.dtype)
 
     for node in nodes:
         if node in alias_of:
@@ -202,7 +219,15 @@ def compute_liveness(
         during.append(live + extra)
         after.append(live - freed[i])
     peak = max(during, default=0)
-    return Liveness(tuple(during), tuple(after), buffers, peak, during.index(peak) if during else 0)
+    temporaries = []
+    seen: set[int] = set(weight_storages)
+    for node in nodes:
+        metas = list(iter_metas(values.get(node)))
+        created = sum(size_of(m) for m in {m.storage: m for m in metas if m.storage not in seen}.values())
+        seen.update(m.storage for m in metas)
+        internal = sum(scaled(nbytes, dtype) for dtype, nbytes in (internal_peaks or {}).get(node, {}).items())
+        temporaries.append(0 if node in overwrite else max(0, internal - created))
+    return Liveness(tuple(during), tuple(after), buffers, peak, during.index(peak) if during else 0, tuple(temporaries))
 
 
 def _deployment_aliases(gm, nodes, values, options: MemoryOptions, sole_user):

@@ -7,6 +7,7 @@ whose weights live on the ``meta`` device propagates exactly like one with real 
 from __future__ import annotations
 
 import logging
+import weakref
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import torch.fx as fx
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils import _pytree as pytree
 
 from ._errors import ShapePropagationError
@@ -64,14 +66,62 @@ class _CallRecorder(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[InnerCall] = []
-        self._alive: list[Any] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        self._alive.append(result)  # keep storages alive so their ids stay unique
         self.calls.append(InnerCall(func, to_meta_structure(args), to_meta_structure(kwargs), to_meta_structure(result)))
         return result
+
+
+class _AllocationTracker(TorchDispatchMode):
+    """Follows the storages aten ops create inside one node (fake tensors), released by
+    weakref finalizers, and keeps the largest total alive at any op, by dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holders: dict[int, int] = {}
+        self.sizes: dict[int, tuple[torch.dtype, int]] = {}
+        self.known: set[int] = set()
+        self.current = 0
+        self.peak: dict[torch.dtype, int] = {}
+        self.peak_total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for leaf in pytree.tree_leaves((args, kwargs)):
+            if isinstance(leaf, torch.Tensor):
+                key = StorageWeakRef(leaf.untyped_storage()).cdata
+                if key not in self.sizes:
+                    self.known.add(key)  # created before this node: not a temporary
+        out = func(*args, **kwargs)
+        for leaf in pytree.tree_leaves(out):
+            if isinstance(leaf, torch.Tensor):
+                self._track(leaf)
+        if self.current > self.peak_total:
+            self.peak_total = self.current
+            totals: dict[torch.dtype, int] = {}
+            for dtype, nbytes in self.sizes.values():
+                totals[dtype] = totals.get(dtype, 0) + nbytes
+            self.peak = totals
+        return out
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        key = StorageWeakRef(tensor.untyped_storage()).cdata
+        if key in self.known:
+            return
+        if key not in self.holders:
+            self.holders[key] = 0
+            self.sizes[key] = (tensor.dtype, int(tensor.untyped_storage().nbytes()))
+            self.current += self.sizes[key][1]
+        self.holders[key] += 1
+        weakref.finalize(tensor, self._release, key)
+
+    def _release(self, key: int) -> None:
+        self.holders[key] -= 1
+        if self.holders[key] == 0:
+            del self.holders[key]
+            self.current -= self.sizes.pop(key)[1]
 
 
 @dataclass
@@ -82,6 +132,9 @@ class Propagation:
     """Each node's output, tensors replaced by :class:`TensorMeta`."""
     inner_calls: dict[fx.Node, list[InnerCall]]
     """For nodes run with ``look_inside``: the torch calls they made, in order."""
+    internal_peaks: dict[fx.Node, dict[torch.dtype, int]]
+    """Per node: bytes (by dtype) of the storages it created that were alive together at
+    its busiest aten op: outputs plus node-internal temporaries."""
 
 
 class _Propagator(fx.Interpreter):
@@ -89,19 +142,21 @@ class _Propagator(fx.Interpreter):
         super().__init__(gm, garbage_collect_values=False)
         self.extra_traceback = False  # errors carry their own context
         self.look_inside = look_inside
-        self.result = Propagation({}, {})
+        self.result = Propagation({}, {}, {})
 
     def run_node(self, n: fx.Node) -> Any:
         try:
-            if n.op in ("call_function", "call_method", "call_module") and self.look_inside(n):
-                with _CallRecorder() as recorder:
+            with _AllocationTracker() as tracker:
+                if n.op in ("call_function", "call_method", "call_module") and self.look_inside(n):
+                    with _CallRecorder() as recorder:
+                        result = super().run_node(n)
+                    self.result.inner_calls[n] = recorder.calls
+                else:
                     result = super().run_node(n)
-                self.result.inner_calls[n] = recorder.calls
-            else:
-                result = super().run_node(n)
         except Exception as error:  # noqa: BLE001 - translated into one clear error
             raise _node_error(n, error) from error
         self.result.values[n] = to_meta_structure(result)
+        self.result.internal_peaks[n] = tracker.peak
         return result
 
 

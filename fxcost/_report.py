@@ -51,6 +51,8 @@ class NodeCost:
     """How the cost was found when not by a rule of its own, or why it is unknown."""
     live_bytes: int = 0
     """Activation bytes alive while this node runs (see :attr:`Report.peak_activation_bytes`)."""
+    temporary_bytes: int = 0
+    """Bytes the node allocates internally beyond its outputs and frees before returning."""
 
     @property
     def bytes_read(self) -> int:
@@ -106,6 +108,9 @@ class Report:
     """Name of the node during which that peak is first reached."""
     peak_buffers: tuple[Buffer, ...] = ()
     """The activation buffers alive at the peak, largest first: who holds the memory."""
+    peak_with_temporaries_bytes: int = 0
+    """The peak at aten-op granularity: also counts node-internal temporaries (max-pool
+    indices, the internals of fused calls such as attention)."""
     weight_memory_bytes: int = 0
     """Bytes of all parameters and buffers (at ``memory.weight_dtype`` when given)."""
     memory: MemoryOptions = MemoryOptions()
@@ -169,6 +174,16 @@ class Report:
         from ._aggregate import total
 
         return total(self, module_path)
+
+    def module_peaks(self, paths: Any = None, depth: int | None = None) -> dict[str, int]:
+        """Peak live activation bytes while each module's nodes run (per-block peak memory)."""
+        from ._aggregate import module_peaks
+
+        return module_peaks(self, paths, depth)
+
+    def alive_at_peak(self) -> tuple[Buffer, ...]:
+        """The buffers alive at the peak, largest first (same as :attr:`peak_buffers`)."""
+        return self.peak_buffers
 
     # --- export -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -153,3 +153,30 @@ def test_deployment_dtypes_scale_activations_and_weights():
     assert int8.peak_activation_bytes * 4 == fp32.peak_activation_bytes
     params = sum(p.numel() for p in Chain().parameters())
     assert int8.weight_memory_bytes == params * 2
+
+
+@pytest.mark.parametrize("factory, shape", HAND_MADE, ids=[f.__name__ for f, _ in HAND_MADE])
+def test_hand_made_peak_with_temporaries_matches_every_aten_op(factory, shape):
+    model = factory().eval()
+    x = torch.randn(shape)
+    report = analyze_quiet(model, x)
+    assert report.peak_with_temporaries_bytes == measure_peak(model, x)["op_peak"]
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_peak_with_temporaries_matches_every_aten_op(name):
+    kwargs = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
+    model = torchvision.models.get_model(name, **kwargs).eval()
+    size = 224 if name in ("vit_b_16", "swin_t") else 64
+    x = torch.randn(1, 3, size, size)
+    report = analyze_quiet(model, x)
+    measured = measure_peak(model, x)
+    assert report.peak_with_temporaries_bytes == measured["op_peak"]
+    assert report.peak_with_temporaries_bytes >= report.peak_activation_bytes
+
+
+def test_maxpool_indices_are_a_temporary():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2))
+    report = analyze_quiet(model, (1, 3, 8, 8))
+    pool = [n for n in report.nodes if n.op_type == "MaxPool2d"][0]
+    assert pool.temporary_bytes in (0, 4 * 4 * 4 * 8)  # int64 indices, if the kernel makes them

@@ -1,0 +1,57 @@
+"""Pictures of a Report (needs the ``plot`` extra: ``pip install "fxcost[plot]"``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping
+
+from ._errors import FxcostError
+
+if TYPE_CHECKING:
+    from ._report import Report
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise FxcostError('plotting needs matplotlib: pip install "fxcost[plot]"') from None
+    return plt
+
+
+def plot_liveness(report: "Report", path: str, title: str | None = None) -> str:
+    """Save a PNG of live activation memory (KiB) along the schedule with the peak marked."""
+    plt = _pyplot()
+    live = [n.live_bytes / 1024 for n in report.nodes]
+    figure, axes = plt.subplots(figsize=(10, 4))
+    axes.plot(range(len(live)), live, color="tab:blue", linewidth=1)
+    peak = max(range(len(live)), key=live.__getitem__) if live else 0
+    axes.axvline(peak, color="tab:red", linestyle="--", linewidth=1)
+    axes.annotate(f"peak {live[peak]:.1f} KiB\nat {report.nodes[peak].name}", (peak, live[peak]),
+                  textcoords="offset points", xytext=(8, -24), color="tab:red")
+    axes.set_xlabel("node (schedule order)")
+    axes.set_ylabel("live activations (KiB)")
+    axes.set_title(title or f"{report.model}: live activation memory")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_bars(values: Mapping[str, float], path: str, ylabel: str, title: str = "", labels: list[str] | None = None) -> str:
+    """Save a bar chart PNG of ``values`` (e.g. per-block peak memory in kB)."""
+    plt = _pyplot()
+    names = list(values)
+    figure, axes = plt.subplots(figsize=(max(6, 0.5 * len(names)), 4))
+    axes.bar(range(len(names)), list(values.values()), color="tab:blue")
+    axes.set_xticks(range(len(names)))
+    axes.set_xticklabels(labels or names, rotation=90 if len(names) > 8 and not labels else 0)
+    axes.set_ylabel(ylabel)
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
