@@ -4,7 +4,9 @@
 FLOPs, parameters and bytes moved.
 """
 
+from ._aggregate import GroupCost
 from ._analyze import UnsupportedOpWarning, analyze
+from ._compare import Delta, ModuleDelta, ReportDiff, compare
 from ._errors import (
     FxcostError,
     InvalidInputError,
@@ -16,11 +18,21 @@ from ._liveness import Buffer, MemoryOptions
 from ._records import Cost, Status, TensorMeta
 from ._registry import RULES, OpCall, RuleRegistry
 from ._report import NodeCost, Report
+from ._roofline import HARDWARE, Hardware, NodeTime, Roofline
 from ._units import format_bytes, format_count, parse_quantity
 
 __all__ = [
     "analyze",
     "Report",
+    "GroupCost",
+    "compare",
+    "ReportDiff",
+    "ModuleDelta",
+    "Delta",
+    "Hardware",
+    "HARDWARE",
+    "Roofline",
+    "NodeTime",
     "MemoryOptions",
     "Buffer",
     "NodeCost",

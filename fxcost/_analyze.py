@@ -108,6 +108,7 @@ def analyze(
         peak_with_temporaries_bytes=liveness.peak_with_temporaries,
         weight_memory_bytes=_weight_memory(model, memory.weight_dtype),
         memory=memory,
+        module_types=_module_types(gm),
     )
     if unsupported:
         warnings.warn(
@@ -134,6 +135,17 @@ def _check_model(model: Any) -> None:
         raise InvalidModelError(
             "this module was compiled with torch.compile: pass the original module (model._orig_mod)"
         )
+
+
+def _module_types(gm) -> dict[str, str]:
+    types: dict[str, str] = {}
+    root_leaf = gm.meta.get("fxcost_root_leaf")
+    for node in gm.graph.nodes:
+        for path, cls in (node.meta.get("nn_module_stack") or {}).values():
+            types.setdefault(path, getattr(cls, "__name__", str(cls)))
+        if node.op == "call_module" and not root_leaf:
+            types.setdefault(str(node.target), type(gm.get_submodule(str(node.target))).__name__)
+    return types
 
 
 def _weight_memory(model: nn.Module, dtype: torch.dtype | None) -> int:

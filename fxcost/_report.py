@@ -5,7 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._aggregate import GroupCost
+    from ._compare import ReportDiff
+    from ._roofline import Roofline
 
 from ._liveness import Buffer, MemoryOptions
 from ._records import Status
@@ -115,6 +120,8 @@ class Report:
     """Bytes of all parameters and buffers (at ``memory.weight_dtype`` when given)."""
     memory: MemoryOptions = MemoryOptions()
     """The memory layout assumptions behind the liveness figures."""
+    module_types: dict[str, str] = field(default_factory=dict)
+    """Class name of every module path that owns nodes, at every level."""
 
     # --- totals --------------------------------------------------------------------------
     @property
@@ -175,6 +182,18 @@ class Report:
 
         return total(self, module_path)
 
+    def by_module(self, depth: int = 1) -> "list[GroupCost]":
+        """Summed costs per module down to ``depth`` levels (see :class:`GroupCost`)."""
+        from ._aggregate import by_module
+
+        return by_module(self, depth)
+
+    def by_op(self) -> "list[GroupCost]":
+        """Summed costs and shares per op type (Conv2d, Linear, add, matmul...)."""
+        from ._aggregate import by_op
+
+        return by_op(self)
+
     def module_peaks(self, paths: Any = None, depth: int | None = None) -> dict[str, int]:
         """Peak live activation bytes while each module's nodes run (per-block peak memory)."""
         from ._aggregate import module_peaks
@@ -184,6 +203,19 @@ class Report:
     def alive_at_peak(self) -> tuple[Buffer, ...]:
         """The buffers alive at the peak, largest first (same as :attr:`peak_buffers`)."""
         return self.peak_buffers
+
+    def roofline(self, hardware: Any) -> "Roofline":
+        """Per-node roofline lower bounds on ``hardware`` (a preset name from
+        ``fxcost.HARDWARE`` or an ``fxcost.Hardware``)."""
+        from ._roofline import roofline
+
+        return roofline(self, hardware)
+
+    def diff(self, other: "Report", depth: int = 1) -> "ReportDiff":
+        """Per-module and total deltas from this report to ``other``."""
+        from ._compare import compare
+
+        return compare(self, other, depth)
 
     # --- export -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -221,10 +253,46 @@ class Report:
         return cls.from_dict(json.loads(text))
 
     def table(self, **options: Any) -> str:
-        """The per-node table followed by totals; see :func:`fxcost.format_table`."""
+        """The per-node table followed by totals.
+
+        Options: ``columns`` (names: name, module, op, type, shape, dtype, params, macs,
+        flops, read, written, moved, intensity, live, status), ``sort_by`` (a column,
+        largest first), ``top`` (the N most expensive nodes), ``raw`` (exact integers),
+        ``max_width`` (default 100 columns), ``all_nodes``.
+        """
         from ._table import format_report
 
         return format_report(self, **options)
+
+    def module_table(self, depth: int = 1, columns: Any = None, raw: bool = False, max_width: int | None = 100) -> str:
+        """Costs summed per module down to ``depth`` levels, indented like torchinfo."""
+        from ._table import MODULE_COLUMNS, group_table
+
+        return group_table(self.by_module(depth), columns or MODULE_COLUMNS, raw, max_width)
+
+    def op_table(self, columns: Any = None, raw: bool = False, max_width: int | None = 100) -> str:
+        """Costs, counts and shares of the total per op type."""
+        from ._table import OP_COLUMNS, group_table
+
+        return group_table(self.by_op(), columns or OP_COLUMNS, raw, max_width)
+
+    def summary(self, raw: bool = False) -> str:
+        """The model totals in human units, one per line."""
+        from ._table import summary
+
+        return summary(self, raw)
+
+    def to_csv(self) -> str:
+        """Every node as a CSV row of exact integers."""
+        from ._table import nodes_csv
+
+        return nodes_csv(self)
+
+    def to_markdown(self, **options: Any) -> str:
+        """The per-node table as a GitHub Markdown table (same options as :meth:`table`)."""
+        from ._table import node_table
+
+        return node_table(self, tablefmt="github", max_width=options.pop("max_width", None), **options)
 
     def __str__(self) -> str:
         return self.table()
