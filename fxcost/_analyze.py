@@ -38,6 +38,8 @@ def analyze(
     mode: str = "eval",
     rules: Mapping[Any, Callable[[OpCall], Any]] | None = None,
     memory: MemoryOptions | None = None,
+    exclude: Iterable[str] = (),
+    submodule: str | None = None,
 ) -> Report:
     """Analyse ``model`` on ``example_input`` without running it on real data.
 
@@ -53,6 +55,10 @@ def analyze(
         rules: extra or replacement cost rules, ``{target: rule}`` (see :mod:`fxcost.rules`).
         memory: memory layout assumptions for the liveness figures (default: eager PyTorch,
             inputs held by the caller); ``MemoryOptions.deployment()`` for an int8 MCU runtime.
+        exclude: module paths to leave out (e.g. ``["fc"]`` for a backbone without its
+            classifier head): they are replaced by identity and their parameters not counted.
+        submodule: analyse only this module path, with the input it receives inside the
+            model (its first call) when ``model`` runs on ``example_input``.
 
     Returns:
         A :class:`Report`. Nodes without a cost rule are listed in ``report.unsupported``
@@ -66,12 +72,21 @@ def analyze(
         if not (isinstance(leaf, type) and issubclass(leaf, nn.Module)):
             raise InvalidInputError(f"leaf_modules must hold nn.Module subclasses, got {leaf!r}")
 
+    exclude = tuple(exclude)
+    for path in (*exclude, *([submodule] if submodule else [])):
+        _check_path(model, path)
+
     args, kwargs = split_example_input(example_input)
     device = input_device(args, kwargs)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     with fake_mode:
-        fake = fake_model(model, device, _MODES[mode])
+        fake = fake_model(model, device, _MODES[mode], exclude)
         fake_args, fake_kwargs = fake_arguments(args, kwargs, device)
+    if submodule:
+        inner_args, inner_kwargs = _inputs_of(fake.module, submodule, fake_args, fake_kwargs, fake_mode)
+        return analyze(model.get_submodule(submodule), (*inner_args, *inner_kwargs.values()) if not inner_kwargs
+                       else {**dict(zip(_positional_names(model.get_submodule(submodule)), inner_args)), **inner_kwargs},
+                       leaf_modules=leaf_modules, mode=mode, rules=rules, memory=memory)
     name = type(model).__name__
     gm = trace(fake.module, leaf_modules, concrete_args)
     bound = bind_placeholders(gm, fake_args, fake_kwargs, name)
@@ -94,7 +109,7 @@ def analyze(
     report = Report(
         model=name,
         nodes=tuple(nodes),
-        **_parameter_totals(model, used),
+        **_parameter_totals(model, used, exclude),
         inputs=tuple(
             (str(node.target), values[node].shape, str(values[node].dtype).replace("torch.", ""))
             for node in gm.graph.nodes
@@ -106,7 +121,7 @@ def analyze(
         peak_node=nodes[liveness.peak_index].name if nodes else "",
         peak_buffers=liveness.alive_at(liveness.peak_index),
         peak_with_temporaries_bytes=liveness.peak_with_temporaries,
-        weight_memory_bytes=_weight_memory(model, memory.weight_dtype),
+        weight_memory_bytes=_weight_memory(model, memory.weight_dtype, exclude),
         memory=memory,
         module_types=_module_types(gm),
     )
@@ -119,6 +134,59 @@ def analyze(
             stacklevel=2,
         )
     return report
+
+
+def _check_path(model: nn.Module, path: str) -> None:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        owner, _, _ = path.rpartition(".")
+        try:
+            children = [name for name, _ in model.get_submodule(owner).named_children()]
+        except AttributeError:
+            children = [name for name, _ in model.named_children()]
+        raise InvalidInputError(
+            f"{type(model).__name__} has no submodule {path!r}; "
+            f"submodules{' of ' + repr(owner) if owner else ''} are: {', '.join(children) or 'none'}"
+        ) from None
+    if not path:
+        raise InvalidInputError("an empty module path names the whole model")
+
+
+class _Captured(Exception):
+    pass
+
+
+def _inputs_of(root: nn.Module, path: str, args: tuple, kwargs: dict, fake_mode) -> tuple[tuple, dict]:
+    """The (fake) arguments module ``path`` receives on its first call while ``root`` runs."""
+    target = root.get_submodule(path)
+    captured: list[tuple[tuple, dict]] = []
+
+    def hook(module, hook_args, hook_kwargs):
+        captured.append((hook_args, hook_kwargs))
+        raise _Captured
+
+    handle = target.register_forward_pre_hook(hook, with_kwargs=True)  # on the mirror, not the user's model
+    try:
+        with fake_mode, torch.no_grad():
+            root(*args, **kwargs)
+    except _Captured:
+        pass
+    except Exception as error:  # noqa: BLE001 - translated into one clear error
+        raise InvalidInputError(f"running the model to find the input of {path!r} failed: "
+                                f"{type(error).__name__}: {error}") from error
+    finally:
+        handle.remove()
+    if not captured:
+        raise InvalidInputError(f"module {path!r} is never called by the model's forward on this input")
+    return captured[0]
+
+
+def _positional_names(module: nn.Module) -> list[str]:
+    import inspect
+
+    return [name for name, p in inspect.signature(module.forward).parameters.items()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def _check_model(model: Any) -> None:
@@ -148,24 +216,31 @@ def _module_types(gm) -> dict[str, str]:
     return types
 
 
-def _weight_memory(model: nn.Module, dtype: torch.dtype | None) -> int:
-    unique = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()
+def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
+    return any(name.startswith(path + ".") for path in exclude)
+
+
+def _weight_memory(model: nn.Module, dtype: torch.dtype | None, exclude: tuple[str, ...] = ()) -> int:
+    unique = {id(t): t for name, t in (*model.named_parameters(), *model.named_buffers())
+              if not _excluded(name, exclude)}.values()
     return sum(
         t.numel() * (dtype.itemsize if dtype is not None and t.dtype.is_floating_point else t.element_size())
         for t in unique
     )
 
 
-def _parameter_totals(model: nn.Module, used: set[str]) -> dict[str, Any]:
+def _parameter_totals(model: nn.Module, used: set[str], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     params = trainable = param_bytes = unused_count = 0
     unused: list[str] = []
     for name, p in model.named_parameters():
+        if _excluded(name, exclude):
+            continue
         params += p.numel()
         trainable += p.numel() if p.requires_grad else 0
         param_bytes += p.numel() * p.element_size()
         if name not in used:
             unused.append(name)
             unused_count += p.numel()
-    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
+    buffer_bytes = sum(b.numel() * b.element_size() for name, b in model.named_buffers() if not _excluded(name, exclude))
     return dict(params=params, trainable_params=trainable, param_bytes=param_bytes, buffer_bytes=buffer_bytes,
                 unused_params=tuple(unused), unused_param_count=unused_count)

@@ -32,11 +32,12 @@ def fake_like(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device=device)
 
 
-def fake_model(model: nn.Module, device: torch.device, mode: str | None) -> FakeModel:
+def fake_model(model: nn.Module, device: torch.device, mode: str | None, exclude: tuple[str, ...] = ()) -> FakeModel:
     """Mirror ``model`` with fake tensors (call inside a ``FakeTensorMode``).
 
     ``mode`` is ``"eval"``, ``"train"`` or ``None`` (keep each module's own flag).
-    Shared submodules and tied parameters stay shared in the mirror.
+    Shared submodules and tied parameters stay shared in the mirror. Modules at the paths
+    in ``exclude`` are replaced by ``nn.Identity`` in the mirror.
     """
     names: dict[int, str] = {}
     tensors: dict[int, torch.Tensor] = {}
@@ -74,4 +75,9 @@ def fake_model(model: nn.Module, device: torch.device, mode: str | None) -> Fake
             state["training"] = mode == "train"
         return clone
 
-    return FakeModel(mirror(model, ""), names)
+    root = mirror(model, "")
+    for path in exclude:
+        owner_path, _, name = path.rpartition(".")
+        owner = root.get_submodule(owner_path) if owner_path else root
+        owner.__dict__["_modules"] = {**owner._modules, name: nn.Identity()}
+    return FakeModel(root, names)

@@ -84,12 +84,14 @@ def _check_columns(columns: Sequence[str], known: Iterable[str]) -> None:
 _MIN_WIDTH = {"module": 12, "name": 10, "type": 10, "op": 8, "shape": 14}
 
 
-def _fit(rows: list[list[str]], headers: list[str], names: Sequence[str], max_width: int | None) -> None:
-    """Truncate text columns to fit ``max_width``: names keep their end (the innermost module),
-    shapes keep their start."""
+def _fit(rows: list[list[str]], headers: list[str], names: Sequence[str], max_width: int | None,
+         fixed: Sequence[list[str]] = ()) -> None:
+    """Truncate text columns of ``rows`` to fit ``max_width`` (``fixed`` rows count for the
+    widths but are not cut): names keep their end (the innermost module), shapes their start."""
     if not max_width or not rows:
         return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    # tabulate pads every header by 2 (its MIN_PADDING)
+    widths = [max(len(h) + 2, *(len(r[i]) for r in (*rows, *fixed))) for i, h in enumerate(headers)]
     excess = sum(widths) + 2 * (len(widths) - 1) - max_width
     for name in _SHRINKABLE:
         if excess <= 0:
@@ -153,7 +155,7 @@ def node_table(
         rows.append(row)
     headers = [NODE_COLUMNS[c].header for c in names]
     footer = _totals_row(report, names, formats, top is not None)
-    _fit(rows, headers, names, max_width)
+    _fit(rows, headers, names, max_width, fixed=[footer])
     aligns = ["left" if NODE_COLUMNS[c].kind is Kind.TEXT else "right" for c in names]
     if tablefmt != "simple":
         return tabulate(rows + [footer], headers=headers, tablefmt=tablefmt, disable_numparse=True, colalign=aligns)
@@ -183,7 +185,7 @@ def _totals_row(report: "Report", names, formats, partial: bool) -> list[str]:
 
 
 GROUP_COLUMNS: dict[str, Column] = {
-    "module": Column("module", Kind.TEXT, lambda g: ("  " * max(g.depth - 1, 0)) + (g.key or "(root ops)")),
+    "module": Column("module", Kind.TEXT, lambda g: ("· " * max(g.depth - 1, 0)) + (g.key or "(root ops)")),
     "op": Column("op", Kind.TEXT, lambda g: g.key),
     "type": Column("type", Kind.TEXT, lambda g: g.module_type),
     "count": Column("count", Kind.COUNT, lambda g: g.nodes),
@@ -226,6 +228,8 @@ def summary(report: "Report", raw: bool = False) -> str:
     size = (lambda v: f"{v:,} B") if raw else format_bytes
     lines = [
         f"model:            {report.model} ({report.mode} mode)",
+        "inputs:           " + (", ".join(f"{name} [{', '.join(map(str, shape))}] {dtype}"
+                                          for name, shape, dtype in report.inputs) or "none"),
         f"MACs:             {count(report.macs, 'MACs')}",
         f"FLOPs:            {count(report.flops, 'FLOPs')}",
         f"params:           {count(report.params, '')} params "

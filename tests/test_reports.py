@@ -1,0 +1,161 @@
+"""Tables, aggregations, exports, diffs and rooflines of a Report."""
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+import fxcost
+from fxcost import Hardware, Status
+from conftest import analyze_quiet
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    with torch.device("meta"):
+        model = torchvision.models.resnet50()
+    return model, analyze_quiet(model, (1, 3, 224, 224))
+
+
+def test_default_table_fits_100_columns(resnet50):
+    _, report = resnet50
+    assert max(map(len, report.table().splitlines())) <= 100
+    with torch.device("meta"):
+        swin = torchvision.models.swin_v2_b()
+    text = analyze_quiet(swin, (1, 3, 256, 256)).table()
+    assert max(map(len, text.splitlines())) <= 100
+    assert "…" in text  # long module paths are shortened from the left
+
+
+def test_top_sort_columns_and_raw(resnet50):
+    _, report = resnet50
+    text = report.table(columns=["name", "op", "macs", "live"], sort_by="macs", top=3, raw=True)
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["node", "op", "MACs", "live"]
+    body = lines[2:5]
+    conv_macs = sorted((n.macs for n in report.nodes if n.op_type == "Conv2d"), reverse=True)[:3]
+    assert [int(line.split()[2].replace(",", "")) for line in body] == conv_macs
+    footer = lines[-1 - len(report.summary().splitlines()) - 1]
+    assert f"{report.macs:,}" in footer  # totals footer with exact integers
+
+
+def test_unknown_column_is_a_clear_error(resnet50):
+    _, report = resnet50
+    with pytest.raises(fxcost.InvalidInputError, match="unknown column.*choose from"):
+        report.table(columns=["module", "gflops"])
+
+
+def test_by_module_depth_one_is_torchinfo_like(resnet50):
+    _, report = resnet50
+    groups = report.by_module(depth=1)
+    assert [g.key for g in groups] == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
+                                       "avgpool", "", "fc"]
+    assert sum(g.macs for g in groups) == report.macs
+    assert sum(g.params for g in groups) == report.params
+    layer1 = groups[4]
+    # layer1: 3 bottlenecks at 56x56: (64->64 1x1, 64->64 3x3, 64->256 1x1) + the downsample conv
+    spatial = 56 * 56
+    expected = spatial * (64 * 64 + 64 * 64 * 9 + 64 * 256) + spatial * 64 * 256 + 2 * spatial * (256 * 64 + 64 * 64 * 9 + 64 * 256)
+    assert layer1.macs == expected
+    assert layer1.module_type == "Sequential"
+
+
+def test_functional_ops_are_attributed_to_their_module(resnet50):
+    _, report = resnet50
+    adds = [n for n in report.nodes if n.op_type == "add"]
+    assert len(adds) == 16 and adds[0].module_path == "layer1.0" and adds[0].module_type == "Bottleneck"
+    block = {g.key: g for g in report.by_module(depth=2)}["layer1.0"]
+    assert block.flops == report.total("layer1.0").flops
+    assert block.flops > sum(n.flops for n in report.nodes if n.module_path.startswith("layer1.0."))
+    assert "· layer1.0" in report.module_table(depth=2)  # indented under layer1
+
+
+def test_by_op_counts_and_shares(resnet50):
+    _, report = resnet50
+    ops = {g.key: g for g in report.by_op()}
+    assert ops["Conv2d"].nodes == 53 and ops["BatchNorm2d"].nodes == 53 and ops["Linear"].nodes == 1
+    assert ops["Linear"].macs == 2048 * 1000
+    assert ops["Conv2d"].macs + ops["Linear"].macs == report.macs
+    assert abs(sum(g.flops_share for g in ops.values()) - 1) < 1e-9
+    assert "MACs %" in report.op_table()
+
+
+def test_backbone_without_head_and_submodule_by_path():
+    model = torchvision.models.resnet50()
+    full = analyze_quiet(model, (1, 3, 224, 224))
+    backbone = analyze_quiet(model, (1, 3, 224, 224), exclude=["fc"])
+    assert backbone.params == full.params - (2048 * 1000 + 1000)
+    assert backbone.macs == full.macs - 2048 * 1000
+    assert backbone.nodes[-2].output_shapes == ((1, 2048),)
+    layer3 = analyze_quiet(model, (1, 3, 224, 224), submodule="layer3")
+    assert layer3.inputs == (("input", (1, 512, 28, 28), "float32"),)
+    assert layer3.macs == full.total("layer3").macs
+    assert layer3.params == full.total("layer3").params
+    with pytest.raises(fxcost.InvalidInputError, match="no submodule 'head'.*fc"):
+        fxcost.analyze(model, (1, 3, 224, 224), exclude=["head"])
+
+
+def test_json_csv_markdown_exports(resnet50):
+    _, report = resnet50
+    assert fxcost.Report.from_json(report.to_json()) == report
+    assert json.loads(report.to_json())["format"] == "fxcost.report/1"
+    rows = list(csv.DictReader(io.StringIO(report.to_csv())))
+    assert len(rows) == len(report.nodes)
+    for row, node in zip(rows, report.nodes):
+        assert row["name"] == node.name
+        assert int(row["macs"]) == node.macs and int(row["flops"]) == node.flops
+        assert int(row["bytes_read"]) == node.bytes_read and int(row["live_bytes"]) == node.live_bytes
+        shapes = tuple(tuple(int(s) for s in shape.split("x")) for shape in row["output_shapes"].split(";") if shape)
+        assert shapes == node.output_shapes
+    markdown = report.to_markdown(top=5)
+    lines = markdown.splitlines()
+    assert lines[0].startswith("| module") and set(lines[1]) <= set("|-: ")
+    assert len(lines) == 2 + 5 + 1
+
+
+def test_diff_resnet50_vs_resnet101():
+    with torch.device("meta"):
+        a, b = torchvision.models.resnet50(), torchvision.models.resnet101()
+    ra, rb = analyze_quiet(a, (1, 3, 224, 224)), analyze_quiet(b, (1, 3, 224, 224))
+    diff = fxcost.compare(ra, rb)
+    assert diff.total.deltas["macs"].change == rb.macs - ra.macs
+    changed = [m.key for m in diff.changed()]
+    assert changed == ["layer3"]  # ResNet-101 only adds 17 bottlenecks to layer3
+    bottleneck = 1024 * 256 + 256 * 256 * 9 + 256 * 1024 + 2 * (256 + 256 + 1024)
+    assert diff.modules[[m.key for m in diff.modules].index("layer3")].deltas["params"].change == 17 * bottleneck
+    assert "layer3" in str(diff) and "(total)" in str(ra.diff(rb))
+
+
+def test_roofline_by_hand():
+    model = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU())
+    report = analyze_quiet(model, (64, 1024))
+    hw = Hardware("toy", {"float32": 1e12}, 1e11)
+    roof = report.roofline(hw)
+    linear, relu = roof.nodes
+    flops = 2 * 64 * 1024 * 1024 + 64 * 1024
+    moved = (64 * 1024 + 1024 * 1024 + 1024 + 64 * 1024) * 4
+    assert linear.flops == flops and linear.bytes_moved == moved
+    assert linear.seconds == max(flops / 1e12, moved / 1e11)
+    assert linear.bound == "compute"  # intensity ~ 30 FLOP/B > ridge of 10
+    assert relu.bound == "memory"
+    assert roof.seconds == linear.seconds + relu.seconds
+    assert "lower bound" in roof.table()
+    for preset in fxcost.HARDWARE:
+        assert report.roofline(preset).seconds > 0
+    with pytest.raises(fxcost.InvalidInputError, match="presets"):
+        report.roofline("tpu-v9")
+
+
+def test_plots_write_pngs(tmp_path, resnet50):
+    from fxcost.plot import plot_bars, plot_liveness
+
+    _, report = resnet50
+    live = plot_liveness(report, str(tmp_path / "live.png"))
+    bars = plot_bars({k: v / 1024 for k, v in report.module_peaks(depth=1).items()}, str(tmp_path / "bars.png"), "KiB")
+    for path in (live, bars):
+        with open(path, "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
