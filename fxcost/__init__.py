@@ -6,6 +6,7 @@ FLOPs, parameters and bytes moved.
 
 from ._aggregate import GroupCost
 from ._analyze import UnsupportedOpWarning, analyze
+from ._budget import BudgetExceeded, assert_within
 from ._compare import Delta, ModuleDelta, ReportDiff, compare
 from ._errors import (
     FxcostError,
@@ -23,6 +24,8 @@ from ._units import format_bytes, format_count, parse_quantity
 
 __all__ = [
     "analyze",
+    "assert_within",
+    "BudgetExceeded",
     "Report",
     "GroupCost",
     "compare",

@@ -1,13 +1,10 @@
 import warnings
 
-import pytest
 import torch
+import torch._dynamo  # noqa: F401 - imported up front: pytester's in-process runs drop modules
+# first imported inside them, and re-importing triton's native extension aborts the process.
 
-
-@pytest.fixture(autouse=True)
-def _deterministic():
-    torch.manual_seed(0)
-    yield
+pytest_plugins = ["pytester"]
 
 
 def analyze_quiet(model, example_input, **options):
