@@ -5,7 +5,7 @@ FLOPs, parameters and bytes moved.
 """
 
 from ._aggregate import GroupCost
-from ._analyze import UnsupportedOpWarning, analyze
+from ._analyze import TraceFallbackWarning, UnsupportedOpWarning, analyze
 from ._budget import BudgetExceeded, assert_within
 from ._compare import Delta, ModuleDelta, ReportDiff, compare
 from ._errors import (
@@ -51,6 +51,7 @@ __all__ = [
     "TraceError",
     "ShapePropagationError",
     "UnsupportedOpWarning",
+    "TraceFallbackWarning",
     "format_bytes",
     "format_count",
     "parse_quantity",

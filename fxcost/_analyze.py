@@ -20,13 +20,17 @@ from ._propagate import propagate, tensor_meta
 from ._records import Status
 from ._registry import RULES, OpCall
 from ._report import Report
-from ._trace import trace
+from ._trace import trace, trace_with_fallback
 
 _MODES = {"eval": "eval", "train": "train", "as-is": None}
 
 
 class UnsupportedOpWarning(UserWarning):
     """Some nodes have no cost rule: their MACs and FLOPs are unknown."""
+
+
+class TraceFallbackWarning(UserWarning):
+    """Some modules could not be traced by torch.fx and were costed whole."""
 
 
 def analyze(
@@ -40,6 +44,7 @@ def analyze(
     memory: MemoryOptions | None = None,
     exclude: Iterable[str] = (),
     submodule: str | None = None,
+    fallback: bool = True,
 ) -> Report:
     """Analyse ``model`` on ``example_input`` without running it on real data.
 
@@ -59,6 +64,10 @@ def analyze(
             classifier head): they are replaced by identity and their parameters not counted.
         submodule: analyse only this module path, with the input it receives inside the
             model (its first call) when ``model`` runs on ``example_input``.
+        fallback: where ``torch.fx`` cannot trace a module (Python control flow on shapes,
+            unsupported Python), keep that module whole and cost it from the torch calls it
+            makes on fake tensors (listed in ``report.fallbacks``, one
+            :class:`TraceFallbackWarning`). ``False`` raises :class:`TraceError` instead.
 
     Returns:
         A :class:`Report`. Nodes without a cost rule are listed in ``report.unsupported``
@@ -86,12 +95,16 @@ def analyze(
         inner_args, inner_kwargs = _inputs_of(fake.module, submodule, fake_args, fake_kwargs, fake_mode)
         return analyze(model.get_submodule(submodule), (*inner_args, *inner_kwargs.values()) if not inner_kwargs
                        else {**dict(zip(_positional_names(model.get_submodule(submodule)), inner_args)), **inner_kwargs},
-                       leaf_modules=leaf_modules, mode=mode, rules=rules, memory=memory)
+                       leaf_modules=leaf_modules, mode=mode, rules=rules, memory=memory, fallback=fallback)
     name = type(model).__name__
-    gm = trace(fake.module, leaf_modules, concrete_args)
+    if fallback:
+        gm, fallbacks = trace_with_fallback(fake.module, leaf_modules, concrete_args)
+    else:
+        gm, fallbacks = trace(fake.module, leaf_modules, concrete_args), {}
     bound = bind_placeholders(gm, fake_args, fake_kwargs, name)
     registry = RULES.merged(rules)
-    propagation = propagate(gm, bound, fake_mode, lambda node: registry.lookup(describe_target(node, gm)[2]) is None)
+    propagation = propagate(gm, bound, fake_mode, lambda node: registry.lookup(describe_target(node, gm)[2]) is None,
+                            lambda module: registry.lookup(type(module)) is not None)
     values = propagation.values
     nodes, used = cost_nodes(gm, propagation, registry, fake.names, name)
     memory = memory or MemoryOptions()
@@ -124,7 +137,16 @@ def analyze(
         weight_memory_bytes=_weight_memory(model, memory.weight_dtype, exclude),
         memory=memory,
         module_types=_module_types(gm),
+        fallbacks=dict(fallbacks),
     )
+    if fallbacks:
+        where = ", ".join(f"'{path}'" if path else "the whole model" for path in fallbacks)
+        warnings.warn(
+            f"torch.fx could not trace {where}: costed whole from the torch calls made on fake tensors "
+            "(see report.fallbacks; pass fallback=False to get the tracing error)",
+            TraceFallbackWarning,
+            stacklevel=2,
+        )
     if unsupported:
         warnings.warn(
             f"fxcost has no cost rule for {', '.join(sorted(unsupported))} "

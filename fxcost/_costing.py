@@ -70,13 +70,13 @@ def cost_inner_calls(calls: list[InnerCall], rules: RuleRegistry) -> tuple[Cost,
         outputs = tuple(iter_metas(inner.output))
         if not outputs:
             continue  # shape queries, setitem and other calls that produce no tensor
-        key = inner_key(inner.func)
+        key = inner.func if inner.module is not None else inner_key(inner.func)
         rule = rules.lookup(key)
         if rule is None:
             if _key_name(key) not in unknown:
                 unknown.append(_key_name(key))
             continue
-        cost = rule(OpCall(key, tuple(inner.args), dict(inner.kwargs), outputs))
+        cost = rule(OpCall(key, tuple(inner.args), dict(inner.kwargs), outputs, module=inner.module))
         macs += cost.macs
         flops += cost.flops
     return Cost(macs, flops), unknown

@@ -18,6 +18,13 @@ class InvalidInputError(FxcostError, ValueError):
 class TraceError(FxcostError):
     """``torch.fx`` could not trace the model."""
 
+    module_path: str = ""
+    """Path of the innermost module being traced when it failed ('' = the root's forward)."""
+    source_line: str | None = None
+    """``file:line: code`` of the user's line that broke tracing."""
+    reason: str = ""
+    """One line saying what went wrong."""
+
 
 class ShapePropagationError(FxcostError):
     """A node failed while its output shapes were being computed on fake tensors."""

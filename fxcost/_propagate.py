@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 import torch.fx as fx
+from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
@@ -57,20 +58,52 @@ class InnerCall:
     """Keyword arguments, tensors as :class:`TensorMeta`."""
     output: Any
     """The result, tensors as :class:`TensorMeta`."""
+    module: nn.Module | None = None
+    """For a call of a module that has a rule of its own: the module (``func`` is its class)."""
 
 
 class _CallRecorder(TorchFunctionMode):
     """Records the outermost torch calls made while it is active (nested calls made by
-    those functions are not seen: a mode is inactive inside its own handler)."""
+    those functions are not seen: a mode is inactive inside its own handler). A submodule
+    that has a cost rule of its own is recorded as one call, and what it does inside is not."""
 
-    def __init__(self) -> None:
+    def __init__(self, has_rule: Callable[[nn.Module], bool], outer: nn.Module | None) -> None:
         super().__init__()
         self.calls: list[InnerCall] = []
+        self.has_rule = has_rule
+        self.outer = outer
+        self.stack: list[bool] = []  # per entered module: is it recorded as one call?
+        self.handles: list[Any] = []
+
+    def __enter__(self):
+        self.handles = [
+            nn.modules.module.register_module_forward_pre_hook(self._enter_module),
+            nn.modules.module.register_module_forward_hook(self._leave_module, with_kwargs=True, always_call=True),
+        ]
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        return super().__exit__(*exc)
+
+    def _recording_a_module(self) -> bool:
+        return any(self.stack)
+
+    def _enter_module(self, module, args):
+        whole = not self._recording_a_module() and module is not self.outer and self.has_rule(module)
+        self.stack.append(whole)
+
+    def _leave_module(self, module, args, kwargs, output=None):
+        if self.stack and self.stack.pop():
+            self.calls.append(InnerCall(type(module), to_meta_structure(args), to_meta_structure(kwargs),
+                                        to_meta_structure(output), module))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        self.calls.append(InnerCall(func, to_meta_structure(args), to_meta_structure(kwargs), to_meta_structure(result)))
+        if not self._recording_a_module():
+            self.calls.append(InnerCall(func, to_meta_structure(args), to_meta_structure(kwargs), to_meta_structure(result)))
         return result
 
 
@@ -138,17 +171,20 @@ class Propagation:
 
 
 class _Propagator(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, look_inside: Callable[[fx.Node], bool]) -> None:
+    def __init__(self, gm: fx.GraphModule, look_inside: Callable[[fx.Node], bool],
+                 has_rule: Callable[[nn.Module], bool]) -> None:
         super().__init__(gm, garbage_collect_values=False)
         self.extra_traceback = False  # errors carry their own context
         self.look_inside = look_inside
+        self.has_rule = has_rule
         self.result = Propagation({}, {}, {})
 
     def run_node(self, n: fx.Node) -> Any:
         try:
             with _AllocationTracker() as tracker:
                 if n.op in ("call_function", "call_method", "call_module") and self.look_inside(n):
-                    with _CallRecorder() as recorder:
+                    outer = self.module.get_submodule(str(n.target)) if n.op == "call_module" else None
+                    with _CallRecorder(self.has_rule, outer) as recorder:
                         result = super().run_node(n)
                     self.result.inner_calls[n] = recorder.calls
                 else:
@@ -165,13 +201,15 @@ def propagate(
     args: list[Any],
     fake_mode: FakeTensorMode,
     look_inside: Callable[[fx.Node], bool] = lambda node: False,
+    has_rule: Callable[[nn.Module], bool] = lambda module: False,
 ) -> Propagation:
     """Run ``gm`` on fake ``args``, recording each node's outputs as TensorMeta, and the
-    torch calls made inside the nodes for which ``look_inside(node)`` is true.
+    torch calls made inside the nodes for which ``look_inside(node)`` is true (submodules
+    for which ``has_rule(module)`` is true count as one call).
 
     All fake tensors stay referenced until the end, so storage identities are unique.
     """
-    propagator = _Propagator(gm, look_inside)
+    propagator = _Propagator(gm, look_inside, has_rule)
     fake_log = logging.getLogger("torch._subclasses.fake_tensor")
     level = fake_log.level
     fake_log.setLevel(logging.CRITICAL)  # failures are re-raised with context, not logged
@@ -191,14 +229,32 @@ def _node_error(node: fx.Node, error: Exception) -> ShapePropagationError:
         path = str(node.target)
     where = f"in module '{path}' " if path else ""
     reason = str(error).split("\n\nWhile executing")[0].strip()
+    data_dependent = _data_dependent(error)
+    if data_dependent:
+        reason = ("the code depends on tensor values (control flow on data, or an output whose size "
+                  "depends on data), which cannot be known without running on real data: " + reason.splitlines()[0])
     if len(reason) > 600:
         reason = reason[:600] + " ..."
     lines = [f"shape propagation failed {where}at node '{node.name}': {type(error).__name__}: {reason}"]
-    source = _source_line(node) or user_frame(error.__traceback__)
+    source = user_frame(error.__traceback__) or _source_line(node)
     if source:
         lines.append(f"  at {source}")
-    lines.append("  check that the example input has the shape, dtype and number of arguments this model expects")
+    if data_dependent:
+        lines.append("  fix: compute the branch from shapes or Python values (or torch.where), or analyse the "
+                     "parts before and after it separately (submodule=...)")
+    else:
+        lines.append("  check that the example input has the shape, dtype and number of arguments this model expects")
     return ShapePropagationError("\n".join(lines))
+
+
+def _data_dependent(error: BaseException) -> bool:
+    from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
+
+    while error is not None:
+        if isinstance(error, (DataDependentOutputException, DynamicOutputShapeException)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _source_line(node: fx.Node) -> str | None:

@@ -122,6 +122,9 @@ class Report:
     """The memory layout assumptions behind the liveness figures."""
     module_types: dict[str, str] = field(default_factory=dict)
     """Class name of every module path that owns nodes, at every level."""
+    fallbacks: dict[str, str] = field(default_factory=dict)
+    """Modules torch.fx could not trace -> why; each was costed whole from the torch calls
+    it makes on fake tensors ('' = the whole model)."""
 
     # --- totals --------------------------------------------------------------------------
     @property

@@ -28,13 +28,16 @@ _FXCOST_DIR = os.path.dirname(__file__) + os.sep
 class CostTracer(fx.Tracer):
     """``fx.Tracer`` keeping every ``torch.nn`` module (and ``leaf_modules``) as a leaf."""
 
-    def __init__(self, leaf_modules: Iterable[type[nn.Module]] = ()) -> None:
+    def __init__(self, leaf_modules: Iterable[type[nn.Module]] = (), leaf_paths: Iterable[str] = ()) -> None:
         super().__init__(param_shapes_constant=True)
         self.record_stack_traces = True
         self.leaf_types = tuple(leaf_modules)
+        self.leaf_paths = set(leaf_paths)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self.leaf_types and isinstance(m, self.leaf_types):
+            return True
+        if module_qualified_name in self.leaf_paths:
             return True
         if type(m) in TRACE_INTO:
             return False
@@ -45,11 +48,12 @@ class CostTracer(fx.Tracer):
 ROOT_LEAF = "model"
 
 
-def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concrete_args: dict[str, Any] | None = None) -> fx.GraphModule:
+def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concrete_args: dict[str, Any] | None = None,
+          leaf_paths: Iterable[str] = ()) -> fx.GraphModule:
     """Trace ``root`` into a GraphModule, or raise :class:`TraceError` naming the culprit."""
     if isinstance(root, fx.GraphModule) and not leaf_modules and not concrete_args:
         return fx.GraphModule(root, root.graph)
-    tracer = CostTracer(leaf_modules)
+    tracer = CostTracer(leaf_modules, leaf_paths)
     if tracer.is_leaf_module(root, ""):
         return _leaf_root_graph(root)
     try:
@@ -57,6 +61,27 @@ def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concret
     except Exception as error:  # noqa: BLE001 - translated into one clear error
         raise _trace_error(error, tracer) from error
     return fx.GraphModule(tracer.root, graph, type(root).__name__)
+
+
+def trace_with_fallback(
+    root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concrete_args: dict[str, Any] | None = None,
+    max_fallbacks: int = 64,
+) -> tuple[fx.GraphModule, dict[str, str]]:
+    """Trace ``root``; where fx cannot trace a module, keep that module whole (a leaf, costed
+    later from the torch calls it makes on fake tensors) and retry. Returns the graph and
+    ``{module path: why it was kept whole}`` (``""`` = the whole model)."""
+    fallbacks: dict[str, str] = {}
+    while True:
+        try:
+            return trace(root, leaf_modules, concrete_args, fallbacks), fallbacks
+        except TraceError as error:
+            path = error.module_path
+            if path in fallbacks or len(fallbacks) >= max_fallbacks:
+                raise
+            reason = error.reason + (f" (at {error.source_line})" if error.source_line else "")
+            if not path:
+                return _leaf_root_graph(root), {"": reason}
+            fallbacks[path] = reason
 
 
 def user_frame(tb) -> str | None:
@@ -84,7 +109,10 @@ def _trace_error(error: Exception, tracer: CostTracer) -> TraceError:
         "  fix: if the code branches on tensor values or shapes, pass concrete_args={...} for the "
         f"arguments it branches on, or {hint}"
     )
-    return TraceError("\n".join(message))
+    result = TraceError("\n".join(message))
+    result.module_path, result.source_line = path, line
+    result.reason = f"torch.fx cannot trace it: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return result
 
 
 def _leaf_root_graph(root: nn.Module) -> fx.GraphModule:

@@ -154,7 +154,7 @@ class Gate(nn.Module):
 
 def test_trace_error_names_module_and_source_line():
     with pytest.raises(fxcost.TraceError) as info:
-        fxcost.analyze(DataDependent(), (2, 4))
+        fxcost.analyze(DataDependent(), (2, 4), fallback=False)
     message = str(info.value)
     assert "module 'gate' (Gate)" in message
     assert "test_analyze.py" in message and "if x.sum() > 0" in message
@@ -293,3 +293,75 @@ def test_mode_defaults_to_eval_and_keeps_the_users_flag():
     assert evaluated.mode == "eval" and trained.mode == "train"
     assert evaluated.node("_1").flops == 0 and trained.node("_1").flops == 2 * 8 * 4
     assert trained.node("_2").flops > evaluated.node("_2").flops
+
+
+def test_value_dependent_control_flow_is_a_clear_error():
+    with pytest.raises(fxcost.ShapePropagationError) as info:
+        fxcost.analyze(DataDependent(), (2, 4))
+    message = str(info.value)
+    assert "module 'gate'" in message and "depends on tensor values" in message
+    assert "if x.sum() > 0" in message
+
+
+class ShapeLoop(nn.Module):
+    """Python control flow on shapes: fx cannot trace it, a fake-tensor run can."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        if x.shape[-1] % 2 == 0:
+            for _ in range(x.shape[0]):
+                x = self.a(x).relu()
+        return self.b(x)
+
+
+class Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pre = nn.Linear(8, 8)
+        self.inner = ShapeLoop()
+
+    def forward(self, x):
+        return self.inner(self.pre(x))
+
+
+def test_untraceable_submodule_falls_back_and_totals_stay_complete():
+    with pytest.warns(fxcost.TraceFallbackWarning, match="'inner'"):
+        report = fxcost.analyze(Outer(), (3, 8))
+    assert list(report.fallbacks) == ["inner"] and "control flow" in report.fallbacks["inner"]
+    # pre: 3x8x8; the loop runs 3 times (batch 3): 3 x 3x8x8; b: 3x8x4
+    assert report.macs == 3 * 64 + 3 * 3 * 64 + 3 * 32
+    assert report.params == sum(p.numel() for p in Outer().parameters())
+    inner = report.node("inner")
+    assert inner.status is Status.DECOMPOSED and inner.params == 72 + 36
+    assert inner.flops == 2 * (3 * 3 * 64 + 3 * 32) + 3 * (3 * 8) + 3 * 4 + 3 * 3 * 8  # + biases, relu
+
+
+def test_untraceable_root_falls_back_to_the_whole_model():
+    with pytest.warns(fxcost.TraceFallbackWarning, match="the whole model"):
+        report = fxcost.analyze(ShapeLoop(), (2, 8))
+    assert list(report.fallbacks) == [""]
+    assert report.macs == 2 * (2 * 64) + 2 * 32
+
+
+def test_fallback_keeps_module_rules_inside():
+    """A module kept whole still costs its children by their own rules (MHA, LSTM)."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.rnn = nn.GRU(16, 8, batch_first=True)
+
+        def forward(self, x):
+            if x.shape[1] > 1:
+                x = self.attn(x, x, x, need_weights=False)[0]
+            return self.rnn(x)[0]
+
+    with pytest.warns(fxcost.TraceFallbackWarning):
+        report = fxcost.analyze(Block(), (2, 5, 16))
+    attention = 2 * (4 * 5 * 16 * 16) + 2 * 2 * 5 * 5 * 8 * 2
+    gru = 2 * 5 * 3 * 8 * (16 + 8)
+    assert report.macs == attention + gru
