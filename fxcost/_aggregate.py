@@ -71,7 +71,7 @@ def sum_nodes(nodes: Iterable[NodeCost], name: str, module_path: str = "", modul
     """One record whose counts are the sums of ``nodes``."""
     nodes = list(nodes)
     sums = {key: sum(getattr(n, key) for n in nodes) for key in _SUMMED}
-    unsupported = any(n.status is Status.UNSUPPORTED for n in nodes)
+    unsupported = any(not n.supported for n in nodes)
     return NodeCost(
         name=name, op="total", target=name, op_type=op_type, module_path=module_path,
         module_type=module_type, output_shapes=(), dtype=None, **sums,
@@ -97,7 +97,7 @@ def _group(report: "Report", key: str, module_type: str, depth: int, nodes: list
         params=sum(n.params for n in nodes), param_bytes=sum(n.param_bytes for n in nodes),
         bytes_read=sum(n.bytes_read for n in nodes), bytes_written=sum(n.bytes_written for n in nodes),
         peak_live_bytes=max((n.live_bytes for n in nodes), default=0),
-        unsupported=sum(n.status is Status.UNSUPPORTED for n in nodes),
+        unsupported=sum(not n.supported for n in nodes),
         macs_share=group_macs / macs if macs else 0.0, flops_share=group_flops / flops if flops else 0.0,
     )
 

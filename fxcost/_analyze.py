@@ -117,7 +117,7 @@ def analyze(
 
     unsupported: dict[str, list[str]] = {}
     for node in nodes:
-        if node.status is Status.UNSUPPORTED:
+        if node.status in (Status.UNSUPPORTED, Status.PARTIAL):
             unsupported.setdefault(node.target, []).append(node.name)
     report = Report(
         model=name,
@@ -148,10 +148,13 @@ def analyze(
             stacklevel=2,
         )
     if unsupported:
+        partial = [n for n in nodes if n.status is Status.PARTIAL]
+        detail = (f"; {', '.join(n.name for n in partial)} stopped at a data-dependent op ({partial[0].note})"
+                  if partial else "")
         warnings.warn(
-            f"fxcost has no cost rule for {', '.join(sorted(unsupported))} "
-            f"({sum(map(len, unsupported.values()))} nodes): their MACs/FLOPs are not counted; "
-            "see report.unsupported, or pass rules={target: fn} to analyze()",
+            f"fxcost could not cost all of {', '.join(sorted(unsupported))} "
+            f"({sum(map(len, unsupported.values()))} nodes): totals are lower bounds{detail}; "
+            "see report.unsupported and the nodes' notes, or pass rules={target: fn} to analyze()",
             UnsupportedOpWarning,
             stacklevel=2,
         )

@@ -135,7 +135,8 @@ def _cost_node(node, gm, propagation, rules, param_names, used, root_type) -> No
         module_type=module_type, output_shapes=tuple(o.shape for o in outputs),
         dtype=str(outputs[0].dtype).replace("torch.", "") if outputs else None,
     )
-    if node.op in ("placeholder", "get_attr", "output") or not outputs:
+    partial = propagation.partial.get(node)
+    if node.op in ("placeholder", "get_attr", "output") or (not outputs and partial is None):
         return NodeCost(**base, status=Status.NO_COMPUTE)
 
     # Weights read and parameters counted here (a shared parameter counts at its first use).
@@ -167,6 +168,10 @@ def _cost_node(node, gm, propagation, rules, param_names, used, root_type) -> No
         if node not in propagation.inner_calls:
             return NodeCost(**base, **measured, status=Status.UNSUPPORTED, note="no cost rule")
         cost, unknown = cost_inner_calls(propagation.inner_calls[node], rules)
+        if partial is not None:
+            missing = f"; also no cost rule for {', '.join(unknown)}" if unknown else ""
+            return NodeCost(**base, **measured, macs=cost.macs, flops=cost.flops, status=Status.PARTIAL,
+                            note=f"counted up to a data-dependent op, not beyond: {partial}{missing}")
         if unknown:
             return NodeCost(**base, **measured, status=Status.UNSUPPORTED,
                             note="no cost rule for " + ", ".join(unknown))

@@ -10,11 +10,12 @@ import logging
 import weakref
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 import torch.fx as fx
+import torch.fx.immutable_collections
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -168,6 +169,9 @@ class Propagation:
     internal_peaks: dict[fx.Node, dict[torch.dtype, int]]
     """Per node: bytes (by dtype) of the storages it created that were alive together at
     its busiest aten op: outputs plus node-internal temporaries."""
+    partial: dict[fx.Node, str] = field(default_factory=dict)
+    """Nodes only the graph output reads that stopped at a data-dependent op -> why: their
+    inner calls up to that op are recorded, their outputs are unknown."""
 
 
 class _Propagator(fx.Interpreter):
@@ -179,21 +183,49 @@ class _Propagator(fx.Interpreter):
         self.has_rule = has_rule
         self.result = Propagation({}, {}, {})
 
+    def fetch_args_kwargs_from_env(self, n: fx.Node) -> tuple[tuple, dict]:
+        # fx hands lists/dicts to targets as immutable containers; real Python code may
+        # mutate its arguments (torchvision's swin3d does), so give it plain ones.
+        args, kwargs = super().fetch_args_kwargs_from_env(n)
+        return _mutable(args), _mutable(kwargs)
+
     def run_node(self, n: fx.Node) -> Any:
+        recorder = None
         try:
             with _AllocationTracker() as tracker:
                 if n.op in ("call_function", "call_method", "call_module") and self.look_inside(n):
                     outer = self.module.get_submodule(str(n.target)) if n.op == "call_module" else None
-                    with _CallRecorder(self.has_rule, outer) as recorder:
+                    recorder = _CallRecorder(self.has_rule, outer)
+                    with recorder:
                         result = super().run_node(n)
                     self.result.inner_calls[n] = recorder.calls
                 else:
                     result = super().run_node(n)
         except Exception as error:  # noqa: BLE001 - translated into one clear error
+            if recorder is not None and _data_dependent(error) and all(u.op == "output" for u in n.users):
+                # Nothing in the graph needs this node's value: keep what ran before the
+                # data-dependent op (e.g. a detector's backbone and heads before its NMS).
+                self.result.inner_calls[n] = recorder.calls
+                self.result.partial[n] = _node_error(n, error).args[0].split(": ", 1)[-1]
+                self.result.values[n] = None
+                self.result.internal_peaks[n] = {}
+                return None
             raise _node_error(n, error) from error
         self.result.values[n] = to_meta_structure(result)
         self.result.internal_peaks[n] = tracker.peak
         return result
+
+
+def _mutable(value: Any) -> Any:
+    if isinstance(value, fx.immutable_collections.immutable_list):
+        return [_mutable(v) for v in value]
+    if isinstance(value, fx.immutable_collections.immutable_dict):
+        return {k: _mutable(v) for k, v in value.items()}
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_mutable(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _mutable(v) for k, v in value.items()}
+    return value
 
 
 def propagate(

@@ -52,6 +52,9 @@ class Status(str, enum.Enum):
     """The node does no arithmetic: a placeholder, an attribute, shape arithmetic or a non-tensor value."""
     DECOMPOSED = "decomposed"
     """No rule for the node itself: it was costed by the rules of the torch calls it makes."""
+    PARTIAL = "partial"
+    """Costed from its torch calls up to a data-dependent op (e.g. NMS) it could not get past:
+    what follows that op is not counted, so the node's figures are lower bounds."""
     UNSUPPORTED = "unsupported"
     """No cost rule exists for the node's target: its MACs and FLOPs are unknown, not zero."""
 

@@ -77,8 +77,8 @@ class NodeCost:
 
     @property
     def supported(self) -> bool:
-        """False when no cost rule exists for this node's target."""
-        return self.status is not Status.UNSUPPORTED
+        """False when the node's MACs/FLOPs are unknown or only a lower bound."""
+        return self.status not in (Status.UNSUPPORTED, Status.PARTIAL)
 
 
 @dataclass(frozen=True)

@@ -148,5 +148,5 @@ def roofline(report: "Report", hardware: Hardware | str) -> Roofline:
         peak = hardware.peak_for(node.dtype)
         times.append(NodeTime(node.name, node.module_path, node.op_type, node.flops, node.bytes_moved,
                               node.flops / peak, node.bytes_moved / hardware.bandwidth))
-    unsupported = sum(n.status is Status.UNSUPPORTED for n in report.nodes)
+    unsupported = sum(not n.supported for n in report.nodes)
     return Roofline(hardware, tuple(times), unsupported)

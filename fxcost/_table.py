@@ -152,6 +152,10 @@ def node_table(
                     row[i] = "?"
                 elif c == "flops":
                     row[i] = "unsupported"
+        elif node.status is Status.PARTIAL:  # counted up to a data-dependent op: lower bounds
+            for i, c in enumerate(names):
+                if c in ("macs", "flops"):
+                    row[i] = "≥" + row[i]
         rows.append(row)
     headers = [NODE_COLUMNS[c].header for c in names]
     footer = _totals_row(report, names, formats, top is not None)

@@ -447,3 +447,17 @@ def is_data_movement(rule) -> bool:
 def normalize(call: OpCall) -> Cost:
     """Lp normalisation: power, sum and divide per element (the root per vector is ignored)."""
     return Cost(0, 3 * call.out.numel)
+
+
+@register(F.grid_sample)
+def grid_sample(call: OpCall) -> Cost:
+    """Sampling at grid points: nearest moves data; bilinear/bicubic blend 4^d... taps per
+    output element (``2 * taps - 1`` FLOPs), as interpolation does."""
+    mode = call.arg(2, "mode", "bilinear")
+    spatial = len(call.out.shape) - 2
+    if mode == "bicubic":
+        return Cost(0, call.out.numel * (2 * 4**spatial - 1))
+    return Cost(0, fm.interpolate_flops(call.out.shape, mode, spatial))
+
+
+register(torch.meshgrid, torch.functional.meshgrid)(_data_movement)
