@@ -97,6 +97,7 @@ def analyze(
                        else {**dict(zip(_positional_names(model.get_submodule(submodule)), inner_args)), **inner_kwargs},
                        leaf_modules=leaf_modules, mode=mode, rules=rules, memory=memory, fallback=fallback)
     name = type(model).__name__
+    concrete_args = {**_unspecified_defaults(model, args, kwargs), **(concrete_args or {})}
     if fallback:
         gm, fallbacks = trace_with_fallback(fake.module, leaf_modules, concrete_args)
     else:
@@ -159,6 +160,28 @@ def analyze(
             stacklevel=2,
         )
     return report
+
+
+def _unspecified_defaults(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Forward parameters the example input leaves at a default of None, True or False: traced
+    as those constants, so ``if mask is not None:`` takes the branch the call really takes."""
+    import inspect
+
+    if isinstance(model, torch.fx.GraphModule):
+        return {}
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    defaults = {}
+    for index, parameter in enumerate(parameters):
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if index < len(args) or parameter.name in kwargs or parameter.default is parameter.empty:
+            continue
+        if parameter.default is None or isinstance(parameter.default, bool):
+            defaults[parameter.name] = parameter.default
+    return defaults
 
 
 def _check_path(model: nn.Module, path: str) -> None:

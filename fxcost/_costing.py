@@ -50,7 +50,8 @@ def _arg_meta(value: Any, values: dict[fx.Node, Any]) -> Any:
 def inner_key(func: Any) -> Any:
     """Registry key of a call seen by the call recorder: method name for Tensor methods."""
     name = getattr(func, "__name__", None)
-    if name and getattr(torch.Tensor, name, None) is func:
+    qualname = getattr(func, "__qualname__", "") or ""
+    if name and (getattr(torch.Tensor, name, None) is func or qualname.startswith(("TensorBase.", "Tensor."))):
         return name
     return func
 

@@ -259,11 +259,17 @@ _POOL_DIMS = {
 }
 
 
+def _dims(call: OpCall, table: dict) -> int:
+    """Spatial dims of a pooling call: by function, or by the module's (base) class."""
+    if call.module is None:
+        return table[call.target]
+    return next(table[cls] for cls in type(call.module).__mro__ if cls in table)
+
+
 @register(*_POOL_DIMS)
 def pool(call: OpCall) -> Cost:
-    key = call.target if call.module is None else type(call.module)
     kernel = call.module.kernel_size if call.module is not None else call.arg(1, "kernel_size")
-    return Cost(0, fm.pool_flops(call.out.shape, _ntuple(kernel, _POOL_DIMS[key])))
+    return Cost(0, fm.pool_flops(call.out.shape, _ntuple(kernel, _dims(call, _POOL_DIMS))))
 
 
 _ADAPTIVE_DIMS = {
@@ -277,8 +283,7 @@ _ADAPTIVE_DIMS = {
 
 @register(*_ADAPTIVE_DIMS)
 def adaptive_pool(call: OpCall) -> Cost:
-    key = call.target if call.module is None else type(call.module)
-    return Cost(0, fm.adaptive_pool_flops(call.inputs[0].shape, call.out.shape, _ADAPTIVE_DIMS[key]))
+    return Cost(0, fm.adaptive_pool_flops(call.inputs[0].shape, call.out.shape, _dims(call, _ADAPTIVE_DIMS)))
 
 
 # --- interpolation --------------------------------------------------------------------

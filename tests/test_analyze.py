@@ -296,11 +296,31 @@ def test_mode_defaults_to_eval_and_keeps_the_users_flag():
 
 
 def test_value_dependent_control_flow_is_a_clear_error():
+    class GateThenHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate, self.head = Gate(), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.head(self.gate(x))
+
     with pytest.raises(fxcost.ShapePropagationError) as info:
-        fxcost.analyze(DataDependent(), (2, 4))
+        fxcost.analyze(GateThenHead(), (2, 4))
     message = str(info.value)
     assert "module 'gate'" in message and "depends on tensor values" in message
     assert "if x.sum() > 0" in message
+
+
+def test_value_dependent_tail_is_counted_up_to_the_branch():
+    """When only the output depends on the data-dependent part (a detector's post-processing),
+    what runs before it is counted and the node is marked partial."""
+    with pytest.warns(fxcost.UnsupportedOpWarning, match="lower bounds"):
+        report = fxcost.analyze(DataDependent(), (2, 4))
+    gate = report.node("gate")
+    assert gate.status is Status.PARTIAL and "depends on tensor values" in gate.note
+    assert gate.flops == 2 * 4 + 1  # x.sum() (8) and the comparison with 0 ran before the branch
+    assert report.macs == 2 * 4 * 4 and not report.complete
+    assert "≥" in report.table()
 
 
 class ShapeLoop(nn.Module):
