@@ -118,13 +118,17 @@ def _trace_error(error: Exception, tracer: CostTracer) -> TraceError:
 def _leaf_root_graph(root: nn.Module) -> fx.GraphModule:
     """A one-node graph calling ``root``, so a bare leaf module is costed by its module rule."""
     graph = fx.Graph()
-    inputs = []
+    positional, keywords = [], {}
     for name, parameter in inspect.signature(root.forward).parameters.items():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         default = parameter.default if parameter.default is not parameter.empty else inspect.Signature.empty
-        inputs.append(graph.placeholder(name, default_value=default))
-    graph.output(graph.call_module(ROOT_LEAF, tuple(inputs)))
+        node = graph.placeholder(name, default_value=default)
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            positional.append(node)
+        else:
+            keywords[name] = node
+    graph.output(graph.call_module(ROOT_LEAF, tuple(positional), keywords))
     holder = nn.Module()
     holder.add_module(ROOT_LEAF, root)
     gm = fx.GraphModule(holder, graph, type(root).__name__)
