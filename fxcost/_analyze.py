@@ -97,12 +97,12 @@ def analyze(
                        else {**dict(zip(_positional_names(model.get_submodule(submodule)), inner_args)), **inner_kwargs},
                        leaf_modules=leaf_modules, mode=mode, rules=rules, memory=memory, fallback=fallback)
     name = type(model).__name__
-    concrete_args = {**_unspecified_defaults(model, args, kwargs), **(concrete_args or {})}
+    concrete_args = {**_constant_arguments(model, args, kwargs), **(concrete_args or {})}
     if fallback:
         gm, fallbacks = trace_with_fallback(fake.module, leaf_modules, concrete_args)
     else:
         gm, fallbacks = trace(fake.module, leaf_modules, concrete_args), {}
-    bound = bind_placeholders(gm, fake_args, fake_kwargs, name)
+    bound = bind_placeholders(gm, fake_args, fake_kwargs, name, _parameter_names(model))
     registry = RULES.merged(rules)
     propagation = propagate(gm, bound, fake_mode, lambda node: registry.lookup(describe_target(node, gm)[2]) is None,
                             lambda module: registry.lookup(type(module)) is not None)
@@ -162,9 +162,27 @@ def analyze(
     return report
 
 
-def _unspecified_defaults(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
-    """Forward parameters the example input leaves at a default of None, True or False: traced
-    as those constants, so ``if mask is not None:`` takes the branch the call really takes."""
+def _has_packed_weights(module: nn.Module) -> bool:
+    return any(isinstance(v, torch.ScriptObject) or (isinstance(v, torch.Tensor) and v.is_quantized)
+               for v in vars(module).values()) or any(
+        isinstance(getattr(module, name, None), nn.Module) and _has_packed_weights(getattr(module, name))
+        for name in ("_packed_params",))
+
+
+def _parameter_names(model: nn.Module) -> list[str] | None:
+    import inspect
+
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _constant_arguments(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Forward parameters the example input gives as plain Python values (ints, floats,
+    bools, strings, None) or leaves at a default of None/True/False: traced as those
+    constants, so ``range(n)`` or ``if mask is not None:`` follow the real call."""
     import inspect
 
     if isinstance(model, torch.fx.GraphModule):
@@ -173,15 +191,17 @@ def _unspecified_defaults(model: nn.Module, args: tuple, kwargs: dict) -> dict[s
         parameters = list(inspect.signature(model.forward).parameters.values())
     except (TypeError, ValueError):
         return {}
-    defaults = {}
+    constants = {}
     for index, parameter in enumerate(parameters):
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
-        if index < len(args) or parameter.name in kwargs or parameter.default is parameter.empty:
-            continue
-        if parameter.default is None or isinstance(parameter.default, bool):
-            defaults[parameter.name] = parameter.default
-    return defaults
+        if index < len(args) or parameter.name in kwargs:
+            value = args[index] if index < len(args) else kwargs[parameter.name]
+            if value is None or isinstance(value, (bool, int, float, str)):
+                constants[parameter.name] = value
+        elif parameter.default is not parameter.empty and (parameter.default is None or isinstance(parameter.default, bool)):
+            constants[parameter.name] = parameter.default
+    return constants
 
 
 def _check_path(model: nn.Module, path: str) -> None:
@@ -251,6 +271,16 @@ def _check_model(model: Any) -> None:
         raise InvalidModelError(
             "this module was compiled with torch.compile: pass the original module (model._orig_mod)"
         )
+    for path, module in model.named_modules():
+        owner = type(module).__module__
+        if owner.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")) and \
+                type(module).__name__ not in ("FloatFunctional", "QFunctional") and _has_packed_weights(module):
+            raise InvalidModelError(
+                f"module '{path}' ({type(module).__name__}) is a converted quantized module whose packed "
+                "weights have no fake-tensor kernels: analyse the float model before conversion "
+                "(torchvision: quantize=False) and count int8 storage with "
+                "memory=fxcost.MemoryOptions(activation_dtype=torch.int8, weight_dtype=torch.int8)"
+            )
 
 
 def _module_types(gm) -> dict[str, str]:

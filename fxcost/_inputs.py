@@ -24,7 +24,8 @@ def split_example_input(example_input: Any) -> tuple[tuple, dict]:
 
     A tensor is one positional argument; a tuple/list is the positional arguments; a dict
     is keyword arguments; a shape (``(1, 3, 224, 224)`` or ``torch.Size``) stands for a
-    float32 tensor of that shape, also as an element of a tuple/list or a dict value.
+    float32 tensor of that shape, also as an element of a tuple/list or a dict value (and a
+    ``torch.Size`` anywhere, e.g. in a list argument).
     """
     if example_input is None:
         raise InvalidInputError("example_input is None: pass a tensor, a shape such as (1, 3, 224, 224), a tuple of arguments or a dict of keyword arguments")
@@ -57,7 +58,15 @@ def fake_arguments(args: tuple, kwargs: dict, device: torch.device) -> tuple[tup
     Call inside the active ``FakeTensorMode``. The inputs' data are never read.
     """
     def convert(value: Any) -> Any:
+        if isinstance(value, torch.Size):  # unambiguous at any depth, unlike a tuple of ints
+            return torch.empty(tuple(value), dtype=torch.float32, device=device)
         if isinstance(value, torch.Tensor):
+            if value.is_quantized:
+                raise InvalidInputError(
+                    f"the example input holds a quantized tensor ({value.dtype}, shape {tuple(value.shape)}): "
+                    "pass a float tensor of that shape (or just the shape) and count int8 storage with "
+                    "memory=fxcost.MemoryOptions(activation_dtype=torch.int8)"
+                )
             return fake_like(value, device)
         return value
 
@@ -67,15 +76,21 @@ def fake_arguments(args: tuple, kwargs: dict, device: torch.device) -> tuple[tup
             if any(size < 0 for size in shape):
                 raise InvalidInputError(f"input shape {shape} has a negative size")
             return torch.empty(shape, dtype=torch.float32, device=device)
-        return pytree.tree_map(convert, value)
+        return pytree.tree_map(convert, value, is_leaf=lambda v: isinstance(v, torch.Size))
 
     return tuple(top(a) for a in args), {k: top(v) for k, v in kwargs.items()}
 
 
-def bind_placeholders(gm: fx.GraphModule, args: tuple, kwargs: dict, model_name: str) -> list[Any]:
-    """Order ``args``/``kwargs`` as the graph's placeholders, or explain the mismatch."""
+def bind_placeholders(gm: fx.GraphModule, args: tuple, kwargs: dict, model_name: str,
+                      names: list[str] | None = None) -> list[Any]:
+    """Order ``args``/``kwargs`` as the graph's placeholders, or explain the mismatch.
+
+    ``names`` are the forward's parameter names, one per placeholder (fx may rename
+    placeholders, e.g. for concrete arguments); by default the placeholders' own names.
+    """
     placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
-    names = [str(node.target).lstrip("*") for node in placeholders]
+    if names is None or len(names) != len(placeholders):
+        names = [str(node.target).lstrip("*") for node in placeholders]
     if len(args) > len(placeholders):
         raise InvalidInputError(
             f"{model_name}.forward() takes {len(placeholders)} input(s) ({', '.join(names) or 'none'}) "

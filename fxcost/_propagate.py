@@ -200,6 +200,8 @@ class _Propagator(fx.Interpreter):
                         result = super().run_node(n)
                     self.result.inner_calls[n] = recorder.calls
                 else:
+                    if n.op == "call_module":
+                        self._check_input_dtype(n)
                     result = super().run_node(n)
         except Exception as error:  # noqa: BLE001 - translated into one clear error
             if recorder is not None and _data_dependent(error) and all(u.op == "output" for u in n.users):
@@ -210,10 +212,40 @@ class _Propagator(fx.Interpreter):
                 self.result.values[n] = None
                 self.result.internal_peaks[n] = {}
                 return None
-            raise _node_error(n, error) from error
+            raise _node_error(n, error, self._received(n)) from error
         self.result.values[n] = to_meta_structure(result)
         self.result.internal_peaks[n] = tracker.peak
         return result
+
+
+    def _check_input_dtype(self, n: fx.Node) -> None:
+        """Real kernels refuse a float32 layer fed int64 or float16 data; meta kernels do not
+        always check, so check here (lookup layers such as Embedding take integer indices)."""
+        module = self.module.get_submodule(str(n.target))
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or not weight.dtype.is_floating_point:
+            return
+        args, _ = super().fetch_args_kwargs_from_env(n)
+        first = next((t for t in pytree.tree_leaves(args) if isinstance(t, torch.Tensor)), None)
+        if first is None or first.dtype == weight.dtype:
+            return
+        if not first.dtype.is_floating_point and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            return
+        raise TypeError(f"{type(module).__name__} has {str(weight.dtype).replace('torch.', '')} weights but its input "
+                        f"is {str(first.dtype).replace('torch.', '')}: give the example input the weights' dtype "
+                        "(or convert the model)")
+
+    def _received(self, n: fx.Node) -> str:
+        """``Conv2d(3, 64, ...) received [1, 4, 64, 64] float32`` for the failure message."""
+        try:
+            args, kwargs = super().fetch_args_kwargs_from_env(n)
+        except Exception:  # noqa: BLE001 - only for a message
+            return ""
+        shapes = [f"[{', '.join(map(str, t.shape))}] {str(t.dtype).replace('torch.', '')}"
+                  for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        layer = repr(self.module.get_submodule(str(n.target))) if n.op == "call_module" else n.format_node()
+        layer = layer if len(layer) < 200 else layer[:200] + "..."
+        return f"{layer} received {', '.join(shapes) or 'no tensors'}"
 
 
 def _mutable(value: Any) -> Any:
@@ -254,7 +286,7 @@ def propagate(
     return propagator.result
 
 
-def _node_error(node: fx.Node, error: Exception) -> ShapePropagationError:
+def _node_error(node: fx.Node, error: Exception, received: str = "") -> ShapePropagationError:
     stack = node.meta.get("nn_module_stack") or {}
     path = next(reversed(stack.values()))[0] if stack else ""
     if node.op == "call_module":
@@ -271,6 +303,8 @@ def _node_error(node: fx.Node, error: Exception) -> ShapePropagationError:
     source = user_frame(error.__traceback__) or _source_line(node)
     if source:
         lines.append(f"  at {source}")
+    if received:
+        lines.append(f"  the layer: {received}")
     if data_dependent:
         lines.append("  fix: compute the branch from shapes or Python values (or torch.where), or analyse the "
                      "parts before and after it separately (submodule=...)")
