@@ -253,9 +253,9 @@ def _mutable(value: Any) -> Any:
         return [_mutable(v) for v in value]
     if isinstance(value, fx.immutable_collections.immutable_dict):
         return {k: _mutable(v) for k, v in value.items()}
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+    if type(value) is tuple:  # not named tuples / torch.return_types, which must keep their type
         return tuple(_mutable(v) for v in value)
-    if isinstance(value, dict):
+    if type(value) is dict:
         return {k: _mutable(v) for k, v in value.items()}
     return value
 

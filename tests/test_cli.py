@@ -58,7 +58,7 @@ def test_user_model_by_module_path(tmp_path):
                 return -x
 
         def untraceable():
-            return nn.Sequential(nn.Linear(4, 4), Gate())
+            return nn.Sequential(nn.Linear(4, 4), Gate(), nn.Linear(4, 2))
     """))
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     result = run("mymodels:tiny", "--input", "1x3x10x10", "--raw", env=env)
