@@ -16,7 +16,7 @@ from ._errors import InvalidInputError, InvalidModelError
 from ._fake_model import fake_model
 from ._inputs import bind_placeholders, fake_arguments, input_device, split_example_input
 from ._liveness import MemoryOptions, compute_liveness
-from ._propagate import propagate, tensor_meta
+from ._propagate import propagate, source_line_by_retrace, tensor_meta
 from ._records import Status
 from ._registry import RULES, OpCall
 from ._report import Report
@@ -88,8 +88,8 @@ def analyze(
     args, kwargs = split_example_input(example_input)
     device = input_device(args, kwargs)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fake = fake_model(model, fake_mode, device, _MODES[mode], exclude)
     with fake_mode:
-        fake = fake_model(model, device, _MODES[mode], exclude)
         fake_args, fake_kwargs = fake_arguments(args, kwargs, device)
     if submodule:
         inner_args, inner_kwargs = _inputs_of(fake.module, submodule, fake_args, fake_kwargs, fake_mode)
@@ -104,8 +104,9 @@ def analyze(
         gm, fallbacks = trace(fake.module, leaf_modules, concrete_args), {}
     bound = bind_placeholders(gm, fake_args, fake_kwargs, name, _parameter_names(model))
     registry = RULES.merged(rules)
+    retrace = lambda: trace(fake.module, leaf_modules, concrete_args, list(fallbacks), record_stack_traces=True)  # noqa: E731
     propagation = propagate(gm, bound, fake_mode, lambda node: registry.lookup(describe_target(node, gm)[2]) is None,
-                            lambda module: registry.lookup(type(module)) is not None)
+                            lambda module: registry.lookup(type(module)) is not None, source_line_by_retrace(retrace))
     values = propagation.values
     nodes, used = cost_nodes(gm, propagation, registry, fake.names, name)
     memory = memory or MemoryOptions()

@@ -32,8 +32,16 @@ def fake_like(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device=device)
 
 
-def fake_model(model: nn.Module, device: torch.device, mode: str | None, exclude: tuple[str, ...] = ()) -> FakeModel:
-    """Mirror ``model`` with fake tensors (call inside a ``FakeTensorMode``).
+def _fake_from_meta(fake_mode, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Like :func:`fake_like`, built from a meta tensor without dispatch (call it outside
+    the fake mode: the meta tensor must be a plain one)."""
+    meta = torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device="meta")
+    return fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, meta, device)
+
+
+def fake_model(model: nn.Module, fake_mode, device: torch.device, mode: str | None,
+               exclude: tuple[str, ...] = ()) -> FakeModel:
+    """Mirror ``model`` with fake tensors of ``fake_mode`` (call it outside that mode).
 
     ``mode`` is ``"eval"``, ``"train"`` or ``None`` (keep each module's own flag).
     Shared submodules and tied parameters stay shared in the mirror. Modules at the paths
@@ -48,9 +56,10 @@ def fake_model(model: nn.Module, device: torch.device, mode: str | None, exclude
             return None
         key = id(value)
         if key not in tensors:
-            fake = fake_like(value, device)
+            fake = _fake_from_meta(fake_mode, value, device)
             if is_param:
-                fake = nn.Parameter(fake, requires_grad=value.requires_grad)
+                # what nn.Parameter() does to a tensor subclass, minus its dispatched detach()
+                fake._is_param = True
             tensors[key] = fake
             names[id(fake)] = qualified
         return tensors[key]

@@ -212,7 +212,7 @@ class _Propagator(fx.Interpreter):
                 self.result.values[n] = None
                 self.result.internal_peaks[n] = {}
                 return None
-            raise _node_error(n, error, self._received(n)) from error
+            raise _node_error(n, error, self._received(n), self.source_of) from error
         self.result.values[n] = to_meta_structure(result)
         self.result.internal_peaks[n] = tracker.peak
         return result
@@ -266,6 +266,7 @@ def propagate(
     fake_mode: FakeTensorMode,
     look_inside: Callable[[fx.Node], bool] = lambda node: False,
     has_rule: Callable[[nn.Module], bool] = lambda module: False,
+    source_of: Callable[[fx.Node], str | None] | None = None,
 ) -> Propagation:
     """Run ``gm`` on fake ``args``, recording each node's outputs as TensorMeta, and the
     torch calls made inside the nodes for which ``look_inside(node)`` is true (submodules
@@ -274,6 +275,7 @@ def propagate(
     All fake tensors stay referenced until the end, so storage identities are unique.
     """
     propagator = _Propagator(gm, look_inside, has_rule)
+    propagator.source_of = source_of
     fake_log = logging.getLogger("torch._subclasses.fake_tensor")
     level = fake_log.level
     fake_log.setLevel(logging.CRITICAL)  # failures are re-raised with context, not logged
@@ -286,7 +288,8 @@ def propagate(
     return propagator.result
 
 
-def _node_error(node: fx.Node, error: Exception, received: str = "") -> ShapePropagationError:
+def _node_error(node: fx.Node, error: Exception, received: str = "",
+                source_of: Callable[[fx.Node], str | None] | None = None) -> ShapePropagationError:
     stack = node.meta.get("nn_module_stack") or {}
     path = next(reversed(stack.values()))[0] if stack else ""
     if node.op == "call_module":
@@ -300,7 +303,7 @@ def _node_error(node: fx.Node, error: Exception, received: str = "") -> ShapePro
     if len(reason) > 600:
         reason = reason[:600] + " ..."
     lines = [f"shape propagation failed {where}at node '{node.name}': {type(error).__name__}: {reason}"]
-    source = user_frame(error.__traceback__) or _source_line(node)
+    source = user_frame(error.__traceback__) or _source_line(node) or (source_of(node) if source_of else None)
     if source:
         lines.append(f"  at {source}")
     if received:
@@ -321,6 +324,20 @@ def _data_dependent(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def source_line_by_retrace(retrace: Callable[[], fx.GraphModule]) -> Callable[[fx.Node], str | None]:
+    """A ``source_of`` for :func:`propagate`: traces again, recording stack traces (slow, so
+    only when an error message needs the line), and reads the same-named node's."""
+    def source_of(node: fx.Node) -> str | None:
+        try:
+            graph = retrace().graph
+        except Exception:  # noqa: BLE001 - only for a message
+            return None
+        twin = next((n for n in graph.nodes if n.name == node.name), None)
+        return _source_line(twin) if twin is not None else None
+
+    return source_of
 
 
 def _source_line(node: fx.Node) -> str | None:

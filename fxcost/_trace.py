@@ -28,9 +28,10 @@ _FXCOST_DIR = os.path.dirname(__file__) + os.sep
 class CostTracer(fx.Tracer):
     """``fx.Tracer`` keeping every ``torch.nn`` module (and ``leaf_modules``) as a leaf."""
 
-    def __init__(self, leaf_modules: Iterable[type[nn.Module]] = (), leaf_paths: Iterable[str] = ()) -> None:
+    def __init__(self, leaf_modules: Iterable[type[nn.Module]] = (), leaf_paths: Iterable[str] = (),
+                 record_stack_traces: bool = False) -> None:
         super().__init__(param_shapes_constant=True)
-        self.record_stack_traces = True
+        self.record_stack_traces = record_stack_traces  # costly: only when an error needs a source line
         self.leaf_types = tuple(leaf_modules)
         self.leaf_paths = set(leaf_paths)
 
@@ -49,11 +50,11 @@ ROOT_LEAF = "model"
 
 
 def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concrete_args: dict[str, Any] | None = None,
-          leaf_paths: Iterable[str] = ()) -> fx.GraphModule:
+          leaf_paths: Iterable[str] = (), record_stack_traces: bool = False) -> fx.GraphModule:
     """Trace ``root`` into a GraphModule, or raise :class:`TraceError` naming the culprit."""
     if isinstance(root, fx.GraphModule) and not leaf_modules and not concrete_args:
         return fx.GraphModule(root, root.graph)
-    tracer = CostTracer(leaf_modules, leaf_paths)
+    tracer = CostTracer(leaf_modules, leaf_paths, record_stack_traces)
     if tracer.is_leaf_module(root, ""):
         return _leaf_root_graph(root)
     try:
