@@ -44,7 +44,29 @@ def tensor_meta(tensor: torch.Tensor) -> TensorMeta:
 
 def to_meta_structure(value: Any) -> Any:
     """``value`` with every tensor replaced by its :class:`TensorMeta`."""
+    if isinstance(value, torch.Tensor):
+        return tensor_meta(value)
+    if type(value) is tuple:
+        return tuple(to_meta_structure(v) for v in value)
+    if isinstance(value, list):
+        return [to_meta_structure(v) for v in value]
+    if type(value) is dict:
+        return {k: to_meta_structure(v) for k, v in value.items()}
+    if isinstance(value, (int, float, bool, str, type(None), torch.dtype, torch.device, torch.Size)):
+        return value
     return pytree.tree_map(lambda v: tensor_meta(v) if isinstance(v, torch.Tensor) else v, value)
+
+
+def _tensors(value: Any):
+    """Every tensor inside nested tuples/lists/dicts (a fast path for pytree.tree_leaves)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
 
 
 @dataclass(frozen=True)
@@ -123,15 +145,13 @@ class _AllocationTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        for leaf in pytree.tree_leaves((args, kwargs)):
-            if isinstance(leaf, torch.Tensor):
-                key = StorageWeakRef(leaf.untyped_storage()).cdata
-                if key not in self.sizes:
-                    self.known.add(key)  # created before this node: not a temporary
+        for leaf in _tensors((args, kwargs)):
+            key = leaf.untyped_storage()._cdata
+            if key not in self.sizes:
+                self.known.add(key)  # created before this node: not a temporary
         out = func(*args, **kwargs)
-        for leaf in pytree.tree_leaves(out):
-            if isinstance(leaf, torch.Tensor):
-                self._track(leaf)
+        for leaf in _tensors(out):
+            self._track(leaf)
         if self.current > self.peak_total:
             self.peak_total = self.current
             totals: dict[torch.dtype, int] = {}
@@ -141,12 +161,13 @@ class _AllocationTracker(TorchDispatchMode):
         return out
 
     def _track(self, tensor: torch.Tensor) -> None:
-        key = StorageWeakRef(tensor.untyped_storage()).cdata
+        storage = tensor.untyped_storage()
+        key = storage._cdata
         if key in self.known:
             return
         if key not in self.holders:
             self.holders[key] = 0
-            self.sizes[key] = (tensor.dtype, int(tensor.untyped_storage().nbytes()))
+            self.sizes[key] = (tensor.dtype, int(storage.nbytes()))
             self.current += self.sizes[key][1]
         self.holders[key] += 1
         weakref.finalize(tensor, self._release, key)
@@ -226,7 +247,7 @@ class _Propagator(fx.Interpreter):
         if not isinstance(weight, torch.Tensor) or not weight.dtype.is_floating_point:
             return
         args, _ = super().fetch_args_kwargs_from_env(n)
-        first = next((t for t in pytree.tree_leaves(args) if isinstance(t, torch.Tensor)), None)
+        first = next(_tensors(args), None)
         if first is None or first.dtype == weight.dtype:
             return
         if not first.dtype.is_floating_point and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
