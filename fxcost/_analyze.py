@@ -101,7 +101,7 @@ def analyze(
     if fallback:
         gm, fallbacks = trace_with_fallback(fake.module, leaf_modules, concrete_args)
     else:
-        gm, fallbacks = trace(fake.module, leaf_modules, concrete_args), {}
+        gm, fallbacks = trace(fake.module, leaf_modules, concrete_args, runnable=False), {}
     bound = bind_placeholders(gm, fake_args, fake_kwargs, name, _parameter_names(model))
     registry = RULES.merged(rules)
     retrace = lambda: trace(fake.module, leaf_modules, concrete_args, list(fallbacks), record_stack_traces=True)  # noqa: E731

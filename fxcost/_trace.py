@@ -45,13 +45,26 @@ class CostTracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
+class GraphOnlyModule(fx.GraphModule):
+    """A GraphModule that skips generating Python code: fxcost only interprets the graph."""
+
+    def recompile(self):
+        return None
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("this graph is for analysis: interpret it with torch.fx.Interpreter")
+
+
 #: Name of the single call_module node when the model itself is a leaf (``nn.Conv2d``...).
 ROOT_LEAF = "model"
 
 
 def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concrete_args: dict[str, Any] | None = None,
-          leaf_paths: Iterable[str] = (), record_stack_traces: bool = False) -> fx.GraphModule:
-    """Trace ``root`` into a GraphModule, or raise :class:`TraceError` naming the culprit."""
+          leaf_paths: Iterable[str] = (), record_stack_traces: bool = False, runnable: bool = True) -> fx.GraphModule:
+    """Trace ``root`` into a GraphModule, or raise :class:`TraceError` naming the culprit.
+
+    ``runnable=False`` returns a :class:`GraphOnlyModule` (no code generation: faster).
+    """
     if isinstance(root, fx.GraphModule) and not leaf_modules and not concrete_args:
         return fx.GraphModule(root, root.graph)
     tracer = CostTracer(leaf_modules, leaf_paths, record_stack_traces)
@@ -61,7 +74,7 @@ def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concret
         graph = tracer.trace(root, concrete_args=concrete_args)
     except Exception as error:  # noqa: BLE001 - translated into one clear error
         raise _trace_error(error, tracer) from error
-    return fx.GraphModule(tracer.root, graph, type(root).__name__)
+    return (fx.GraphModule if runnable else GraphOnlyModule)(tracer.root, graph, type(root).__name__)
 
 
 def trace_with_fallback(
@@ -74,7 +87,7 @@ def trace_with_fallback(
     fallbacks: dict[str, str] = {}
     while True:
         try:
-            return trace(root, leaf_modules, concrete_args, fallbacks), fallbacks
+            return trace(root, leaf_modules, concrete_args, fallbacks, runnable=False), fallbacks
         except TraceError as error:
             path = error.module_path
             if path in fallbacks or len(fallbacks) >= max_fallbacks:
