@@ -8,7 +8,7 @@ call unless ``free_inputs``. Parameters and buffers of the model are not activat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch

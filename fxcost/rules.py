@@ -23,7 +23,6 @@ views, copies, cat, pad, indexing       0
 
 from __future__ import annotations
 
-import math
 import operator
 
 import torch
@@ -85,11 +84,10 @@ def linear_function(call: OpCall) -> Cost:
 @register(nn.Bilinear)
 def bilinear_module(call: OpCall) -> Cost:
     module = call.module
-    first = call.inputs[0]
     # y_k = x1^T A_k x2: A_k x2 (in1*in2) then the dot with x1 (in1), per output feature.
     per_output = module.in1_features * module.in2_features + module.in1_features
     macs = call.out.numel * per_output
-    return Cost(macs, 2 * macs + _bias_flops(call, module.bias is not None)) if first else Cost()
+    return Cost(macs, 2 * macs + _bias_flops(call, module.bias is not None))
 
 
 @register(torch.matmul, operator.matmul, "matmul", "__matmul__", torch.mm, "mm", torch.bmm, "bmm")

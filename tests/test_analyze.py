@@ -1,13 +1,11 @@
 """The pipeline's promises: no real kernels, the user's model untouched, meta == real,
 inputs in every accepted form, unique parameters, unknown ops never silently zero."""
 
-import warnings
 
 import pytest
 import torch
 import torch.fx
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
 from torch.utils._python_dispatch import TorchDispatchMode
 

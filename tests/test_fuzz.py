@@ -2,9 +2,7 @@
 that must hold for every one of them. CI runs a fixed, derandomized budget of examples;
 ``pytest --slow`` runs many more."""
 
-import math
 
-import pytest
 import torch
 import torch.nn as nn
 from hypothesis import HealthCheck, given, settings

@@ -3,10 +3,8 @@
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
 
-import fxcost
 from fxcost import MemoryOptions
 from conftest import analyze_quiet
 from memory_probe import measure_peak

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torchvision
 
 import fxcost
-from fxcost import Hardware, Status
+from fxcost import Hardware
 from conftest import analyze_quiet
 
 

@@ -286,3 +286,18 @@ def test_interpolate_and_embedding():
     emb = report.node("emb")
     assert emb.params == 800
     assert emb.weight_bytes == 2 * 5 * 8 * 4  # only the looked-up rows are read
+
+
+def test_bilinear_by_hand():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bilinear = nn.Bilinear(3, 4, 5)
+
+        def forward(self, a, b):
+            return self.bilinear(a, b)
+
+    report = analyze_quiet(Model(), ((2, 3), (2, 4)))
+    # each of the 2 x 5 outputs: A_k x2 (3*4 MACs), then the dot with x1 (3 MACs)
+    assert report.macs == 2 * 5 * (3 * 4 + 3)
+    assert report.params == 5 * 3 * 4 + 5

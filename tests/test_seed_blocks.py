@@ -2,7 +2,6 @@
 a MobileNetV2 block at batch 3, 64 -> 128 channels, 224x224 input. The expected figures are
 the seed's printed torchinfo "Param #" and "Mult-Adds" columns for Conv2d."""
 
-import torch
 import torch.nn as nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 
