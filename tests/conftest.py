@@ -26,3 +26,23 @@ def pytest_configure(config):
 
     if config.getoption("--slow"):
         os.environ["FXCOST_FUZZ_SLOW"] = "1"  # read by test_fuzz when it is collected
+
+
+_coverage: dict[str, list[str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Tally the coverage tests' outcomes per family for the summary line."""
+    if report.when != "call" or "test_coverage.py" not in report.nodeid or "[" not in report.nodeid:
+        return
+    family = report.nodeid.split("::")[1].split("[")[0]
+    _coverage.setdefault(family, []).append(report.outcome)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _coverage:
+        return
+    terminalreporter.section("fxcost coverage")
+    for family, outcomes in sorted(_coverage.items()):
+        passed = outcomes.count("passed")
+        terminalreporter.write_line(f"{family}: {passed}/{len(outcomes)} passed ({100 * passed / len(outcomes):.0f}%)")
