@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
-from ._records import Status
+from ._records import MovesBytes, Status
 from ._report import NodeCost
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ _IDLE = ("placeholder", "output", "get_attr")
 
 
 @dataclass(frozen=True)
-class GroupCost:
+class GroupCost(MovesBytes):
     """Summed costs of a group of nodes: a module (with its submodules) or an op type."""
 
     key: str
@@ -47,16 +47,6 @@ class GroupCost:
     """Fraction of the model's MACs (0..1)."""
     flops_share: float
     """Fraction of the model's FLOPs (0..1)."""
-
-    @property
-    def bytes_moved(self) -> int:
-        """Bytes read plus bytes written."""
-        return self.bytes_read + self.bytes_written
-
-    @property
-    def intensity(self) -> float:
-        """FLOPs per byte moved."""
-        return self.flops / self.bytes_moved if self.bytes_moved else 0.0
 
 
 def in_module(node: NodeCost, module_path: str) -> bool:

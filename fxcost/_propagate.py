@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils import _pytree as pytree
 
 from ._errors import ShapePropagationError
-from ._records import TensorMeta
+from ._records import TensorMeta, iter_instances
 from ._trace import user_frame
 
 _FRAME = re.compile(r'^File "([^"]+)", line (\d+)')
@@ -59,14 +59,7 @@ def to_meta_structure(value: Any) -> Any:
 
 def _tensors(value: Any):
     """Every tensor inside nested tuples/lists/dicts (a fast path for pytree.tree_leaves)."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
+    return iter_instances(value, torch.Tensor)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,33 @@ class TensorMeta:
         return self.numel * self.itemsize
 
 
+def iter_instances(value, cls):
+    """Every instance of ``cls`` inside nested tuples/lists/dicts, in order."""
+    if isinstance(value, cls):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from iter_instances(item, cls)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from iter_instances(item, cls)
+
+
+class MovesBytes:
+    """``bytes_moved`` and ``intensity`` for records with ``flops``, ``bytes_read`` and ``bytes_written``."""
+
+    @property
+    def bytes_moved(self) -> int:
+        """Bytes read plus bytes written."""
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity, FLOPs per byte moved (0 when nothing moves)."""
+        moved = self.bytes_moved
+        return self.flops / moved if moved else 0.0
+
+
 def dtype_itemsize(dtype: torch.dtype) -> int:
     """Bytes per element of ``dtype``."""
     return dtype.itemsize

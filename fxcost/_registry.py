@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from ._records import Cost, TensorMeta
+from ._records import Cost, TensorMeta, iter_instances
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,7 @@ class OpCall:
 
 def iter_metas(value: Any) -> Iterator[TensorMeta]:
     """Every :class:`TensorMeta` inside a nested tuple/list/dict value."""
-    if isinstance(value, TensorMeta):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from iter_metas(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from iter_metas(item)
+    return iter_instances(value, TensorMeta)
 
 
 Rule = Callable[[OpCall], Cost]

@@ -13,11 +13,11 @@ if TYPE_CHECKING:
     from ._roofline import Roofline
 
 from ._liveness import Buffer, MemoryOptions
-from ._records import Status
+from ._records import MovesBytes, Status
 
 
 @dataclass(frozen=True)
-class NodeCost:
+class NodeCost(MovesBytes):
     """The cost of one graph node. Counts cover one forward call on the example input."""
 
     name: str
@@ -65,24 +65,13 @@ class NodeCost:
         return self.input_bytes + self.weight_bytes
 
     @property
-    def bytes_moved(self) -> int:
-        """Bytes read plus bytes written."""
-        return self.bytes_read + self.bytes_written
-
-    @property
-    def intensity(self) -> float:
-        """Arithmetic intensity, FLOPs per byte moved (0 when nothing moves)."""
-        moved = self.bytes_moved
-        return self.flops / moved if moved else 0.0
-
-    @property
     def supported(self) -> bool:
         """False when the node's MACs/FLOPs are unknown or only a lower bound."""
         return self.status not in (Status.UNSUPPORTED, Status.PARTIAL)
 
 
 @dataclass(frozen=True)
-class Report:
+class Report(MovesBytes):
     """Costs of one model on one example input. Totals sum the node records."""
 
     model: str
@@ -151,16 +140,6 @@ class Report:
     def bytes_written(self) -> int:
         """Bytes written by all nodes."""
         return sum(n.bytes_written for n in self.nodes)
-
-    @property
-    def bytes_moved(self) -> int:
-        """Bytes read plus bytes written."""
-        return self.bytes_read + self.bytes_written
-
-    @property
-    def intensity(self) -> float:
-        """Whole-model arithmetic intensity in FLOPs per byte moved."""
-        return self.flops / self.bytes_moved if self.bytes_moved else 0.0
 
     @property
     def peak_memory_bytes(self) -> int:
