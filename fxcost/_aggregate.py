@@ -98,7 +98,7 @@ def by_module(report: "Report", depth: int = 1) -> list[GroupCost]:
     ops called by the root's own forward form the group ``''``."""
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
-    working = [n for n in report.nodes if n.op not in _IDLE]
+    working = [n for n in report.nodes if n.op not in _IDLE and n.status is not Status.NO_COMPUTE]
     order: dict[str, list[NodeCost]] = {}
     for node in working:
         parts = node.module_path.split(".") if node.module_path else []

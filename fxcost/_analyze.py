@@ -108,7 +108,7 @@ def analyze(
     propagation = propagate(gm, bound, fake_mode, lambda node: registry.lookup(describe_target(node, gm)[2]) is None,
                             lambda module: registry.lookup(type(module)) is not None, source_line_by_retrace(retrace))
     values = propagation.values
-    nodes, used = cost_nodes(gm, propagation, registry, fake.names, name)
+    nodes, expansions, used = cost_nodes(gm, propagation, registry, fake.names, name)
     memory = memory or MemoryOptions()
     weights = [t for t in (*fake.module.parameters(), *fake.module.buffers())]
     weight_storages = {tensor_meta(t).storage for t in weights}
@@ -116,11 +116,20 @@ def analyze(
                                 propagation.internal_peaks)
     nodes = [dataclasses.replace(n, live_bytes=live, temporary_bytes=temp)
              for n, live, temp in zip(nodes, liveness.during, liveness.temporaries)]
+    nodes = _with_expansions(nodes, expansions)
 
     unsupported: dict[str, list[str]] = {}
     for node in nodes:
         if node.status in (Status.UNSUPPORTED, Status.PARTIAL):
             unsupported.setdefault(node.target, []).append(node.name)
+    module_types = _module_types(gm)
+    root_leaf = gm.meta.get("fxcost_root_leaf")
+    for node in gm.graph.nodes:
+        if node.name in expansions:  # a module kept whole: name its submodules too
+            prefix = "" if root_leaf else f"{node.target}."
+            for path, module in gm.get_submodule(str(node.target)).named_modules():
+                if path:
+                    module_types.setdefault(prefix + path, type(module).__name__)
     report = Report(
         model=name,
         nodes=tuple(nodes),
@@ -138,7 +147,7 @@ def analyze(
         peak_with_temporaries_bytes=liveness.peak_with_temporaries,
         weight_memory_bytes=_weight_memory(model, memory.weight_dtype, exclude),
         memory=memory,
-        module_types=_module_types(gm),
+        module_types=module_types,
         fallbacks=dict(fallbacks),
     )
     if fallbacks:
@@ -282,6 +291,17 @@ def _check_model(model: Any) -> None:
                 "(torchvision: quantize=False) and count int8 storage with "
                 "memory=fxcost.MemoryOptions(activation_dtype=torch.int8, weight_dtype=torch.int8)"
             )
+
+
+def _with_expansions(nodes: list, expansions: dict[str, list]) -> list:
+    """Insert after each module kept whole the rows of the calls it made; they share its
+    live bytes (the schedule inside such a module is not known)."""
+    result = []
+    for node in nodes:
+        result.append(node)
+        for row in expansions.get(node.name, ()):
+            result.append(dataclasses.replace(row, live_bytes=node.live_bytes))
+    return result
 
 
 def _module_types(gm) -> dict[str, str]:

@@ -9,7 +9,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ._propagate import InnerCall, Propagation
+from ._propagate import InnerCall, Propagation, tensor_meta
 from ._records import Cost, Status
 from ._registry import OpCall, RuleRegistry, iter_metas
 from ._report import NodeCost
@@ -89,13 +89,106 @@ def cost_nodes(
     rules: RuleRegistry,
     param_names: dict[int, str],
     root_type: str,
-) -> tuple[list[NodeCost], set[str]]:
-    """Cost every node; also return the names of the parameters the graph used."""
+) -> tuple[list[NodeCost], dict[str, list[NodeCost]], set[str]]:
+    """Cost every node; return one record per node, the rows that replace the modules kept
+    whole (``{node name: rows}``, one per torch call they made), and the parameters used."""
     used: set[str] = set()
     records: list[NodeCost] = []
+    expansions: dict[str, list[NodeCost]] = {}
+    weights = _WeightIndex(gm, param_names)
     for node in gm.graph.nodes:
+        if node.op == "call_module" and node in propagation.inner_calls and \
+                rules.lookup(type(gm.get_submodule(str(node.target)))) is None:
+            record, rows = _expand_module(node, gm, propagation, rules, weights, used)
+            records.append(record)
+            if rows:
+                expansions[node.name] = rows
+            continue
         records.append(_cost_node(node, gm, propagation, rules, param_names, used, root_type))
-    return records, used
+    return records, expansions, used
+
+
+class _WeightIndex:
+    """Parameters and buffers of the (fake) model, found by identity or by storage."""
+
+    def __init__(self, gm: fx.GraphModule, param_names: dict[int, str]) -> None:
+        self.names = param_names
+        self.by_storage: dict[int, tuple[torch.Tensor, bool]] = {}
+        for tensors, is_param in ((gm.parameters(), True), (gm.buffers(), False)):
+            for tensor in tensors:
+                self.by_storage.setdefault(tensor_meta(tensor).storage, (tensor, is_param))
+
+    def account(self, tensors: list[tuple[torch.Tensor, bool]], used: set[str]) -> tuple[int, int, int]:
+        """``(params, param_bytes, weight_bytes)``; parameters count at their first use."""
+        params = param_bytes = weight_bytes = 0
+        for tensor, is_param in {id(t): (t, p) for t, p in tensors}.values():
+            nbytes = tensor.numel() * tensor.element_size()
+            weight_bytes += nbytes
+            name = self.names.get(id(tensor))
+            if is_param and name is not None and name not in used:
+                used.add(name)
+                params += tensor.numel()
+                param_bytes += nbytes
+        return params, param_bytes, weight_bytes
+
+
+def _expand_module(node, gm, propagation, rules, weights: _WeightIndex, used: set[str]) -> tuple[NodeCost, list[NodeCost]]:
+    """A module kept whole (untraceable, or a leaf without a rule): one row per torch call it
+    made, attributed to the submodule that made it; its own row keeps only the liveness."""
+    module = gm.get_submodule(str(node.target))
+    root_leaf = gm.meta.get("fxcost_root_leaf")
+    path = "" if root_leaf else str(node.target)
+    values = propagation.values
+    outputs = tuple(iter_metas(values.get(node)))
+    partial = propagation.partial.get(node)
+    rows = []
+    for index, inner in enumerate(propagation.inner_calls[node]):
+        out_metas = tuple(iter_metas(inner.output))
+        if not out_metas:
+            continue  # shape queries and other calls that produce no tensor
+        rows.append(_inner_row(f"{node.name}.{index}", inner, out_metas, rules, weights, used))
+    cls = type(module)
+    status, note = Status.NO_COMPUTE, f"kept whole: costed in the {len(rows)} rows that follow"
+    if partial is not None:
+        status, note = Status.PARTIAL, f"counted up to a data-dependent op, not beyond: {partial}"
+    record = NodeCost(
+        name=node.name, op=node.op, target=f"{cls.__module__}.{cls.__qualname__}", op_type=cls.__name__,
+        module_path=path, module_type=cls.__name__, output_shapes=tuple(o.shape for o in outputs),
+        dtype=str(outputs[0].dtype).replace("torch.", "") if outputs else None, status=status, note=note,
+    )
+    return record, rows
+
+
+def _inner_row(name: str, inner: InnerCall, outputs, rules, weights: _WeightIndex, used: set[str]) -> NodeCost:
+    key = inner.func if inner.module is not None else inner_key(inner.func)
+    inputs = list(iter_metas((inner.args, inner.kwargs)))
+    if inner.module is not None:
+        tensors = [(p, True) for p in inner.module.parameters()] + [(b, False) for b in inner.module.buffers()]
+    else:
+        tensors = [weights.by_storage[m.storage] for m in inputs if m.storage in weights.by_storage]
+    params, param_bytes, weight_bytes = weights.account(tensors, used)
+    activation = [m for m in inputs if m.storage not in weights.by_storage]
+    input_bytes = sum(m.nbytes for m in {id(m): m for m in activation}.values())
+    written = sum(o.nbytes for o in outputs)
+    base = dict(
+        name=name, op="call_inner", target=_key_name(key), op_type=getattr(key, "__name__", str(key)),
+        module_path=inner.module_path, module_type=inner.module_type, output_shapes=tuple(o.shape for o in outputs),
+        dtype=str(outputs[0].dtype).replace("torch.", ""), params=params, param_bytes=param_bytes,
+    )
+    rule = rules.lookup(key)
+    if rule is None:
+        return NodeCost(**base, input_bytes=input_bytes, weight_bytes=weight_bytes, bytes_written=written,
+                        status=Status.UNSUPPORTED, note="no cost rule")
+    cost: Cost = rule(OpCall(key, tuple(inner.args), dict(inner.kwargs), outputs, module=inner.module))
+    if cost.weight_bytes_read is not None:
+        weight_bytes = cost.weight_bytes_read
+    if is_data_movement(rule):
+        storages = {m.storage for m in inputs}
+        written = sum(o.nbytes for o in outputs if o.storage not in storages)
+        read = min(input_bytes + weight_bytes, written)
+        input_bytes, weight_bytes = min(input_bytes, read), max(0, read - input_bytes)
+    return NodeCost(**base, macs=int(cost.macs), flops=int(cost.flops), input_bytes=input_bytes,
+                    weight_bytes=weight_bytes, bytes_written=written, status=Status.COUNTED)
 
 
 def _weights_of(node: fx.Node, gm: fx.GraphModule) -> list[tuple[torch.Tensor, bool]]:

@@ -76,6 +76,10 @@ class InnerCall:
     """The result, tensors as :class:`TensorMeta`."""
     module: nn.Module | None = None
     """For a call of a module that has a rule of its own: the module (``func`` is its class)."""
+    module_path: str = ""
+    """Path of the innermost module running when the call was made (or of the module called)."""
+    module_type: str = ""
+    """Class name of that module."""
 
 
 class _CallRecorder(TorchFunctionMode):
@@ -83,13 +87,17 @@ class _CallRecorder(TorchFunctionMode):
     those functions are not seen: a mode is inactive inside its own handler). A submodule
     that has a cost rule of its own is recorded as one call, and what it does inside is not."""
 
-    def __init__(self, has_rule: Callable[[nn.Module], bool], outer: nn.Module | None) -> None:
+    def __init__(self, has_rule: Callable[[nn.Module], bool], outer: nn.Module | None, outer_path: str = "") -> None:
         super().__init__()
         self.calls: list[InnerCall] = []
         self.has_rule = has_rule
         self.outer = outer
         self.stack: list[bool] = []  # per entered module: is it recorded as one call?
         self.handles: list[Any] = []
+        self.paths: dict[int, str] = {}
+        if outer is not None:
+            self.paths = {id(m): ".".join(p for p in (outer_path, name) if p) for name, m in outer.named_modules()}
+        self.where: list[tuple[str, str]] = [(outer_path, type(outer).__name__ if outer is not None else "")]
 
     def __enter__(self):
         self.handles = [
@@ -109,17 +117,21 @@ class _CallRecorder(TorchFunctionMode):
     def _enter_module(self, module, args):
         whole = not self._recording_a_module() and module is not self.outer and self.has_rule(module)
         self.stack.append(whole)
+        self.where.append((self.paths.get(id(module), self.where[-1][0]), type(module).__name__))
 
     def _leave_module(self, module, args, kwargs, output=None):
+        path, module_type = self.where.pop() if len(self.where) > 1 else self.where[-1]
         if self.stack and self.stack.pop():
             self.calls.append(InnerCall(type(module), to_meta_structure(args), to_meta_structure(kwargs),
-                                        to_meta_structure(output), module))
+                                        to_meta_structure(output), module, path, module_type))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         if not self._recording_a_module():
-            self.calls.append(InnerCall(func, to_meta_structure(args), to_meta_structure(kwargs), to_meta_structure(result)))
+            path, module_type = self.where[-1]
+            self.calls.append(InnerCall(func, to_meta_structure(args), to_meta_structure(kwargs), to_meta_structure(result),
+                                        None, path, module_type))
         return result
 
 
@@ -209,7 +221,8 @@ class _Propagator(fx.Interpreter):
             with _AllocationTracker() as tracker:
                 if n.op in ("call_function", "call_method", "call_module") and self.look_inside(n):
                     outer = self.module.get_submodule(str(n.target)) if n.op == "call_module" else None
-                    recorder = _CallRecorder(self.has_rule, outer)
+                    outer_path = "" if self.module.meta.get("fxcost_root_leaf") else str(n.target)
+                    recorder = _CallRecorder(self.has_rule, outer, outer_path if outer is not None else "")
                     with recorder:
                         result = super().run_node(n)
                     self.result.inner_calls[n] = recorder.calls

@@ -155,7 +155,7 @@ def node_table(
         elif node.status is Status.PARTIAL:  # counted up to a data-dependent op: lower bounds
             for i, c in enumerate(names):
                 if c in ("macs", "flops"):
-                    row[i] = "≥" + row[i]
+                    row[i] = ("≥" + row[i]) if node.macs or node.flops else ("?" if c == "macs" else "partial")
         rows.append(row)
     headers = [NODE_COLUMNS[c].header for c in names]
     footer = _totals_row(report, names, formats, top is not None)
@@ -248,9 +248,14 @@ def summary(report: "Report", raw: bool = False) -> str:
     if report.unused_params:
         lines.append(f"unused params:    {count(report.unused_param_count, '')} params in "
                      f"{len(report.unused_params)} tensors never read by forward()")
-    if report.unsupported:
-        names = ", ".join(sorted(report.unsupported))
-        lines.append(f"UNSUPPORTED:      {names} — MACs/FLOPs of these nodes are unknown, totals are lower bounds")
+    partial = sorted({n.target for n in report.nodes if n.status is Status.PARTIAL})
+    unknown = sorted({n.target for n in report.nodes if n.status is Status.UNSUPPORTED})
+    if unknown:
+        lines.append(f"UNSUPPORTED:      {', '.join(unknown)} — MACs/FLOPs of these nodes are unknown, "
+                     "totals are lower bounds")
+    if partial:
+        lines.append(f"PARTIAL:          {', '.join(partial)} — counted only up to a data-dependent op "
+                     "(see the node's note), totals are lower bounds")
     return "\n".join(lines)
 
 

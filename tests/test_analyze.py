@@ -260,10 +260,16 @@ class Custom(nn.Module):
 def test_custom_leaf_module_is_costed_from_its_inner_calls():
     model = nn.Sequential(Custom(), nn.ReLU())
     report = analyze_quiet(model, (4, 6), leaf_modules=[Custom])
-    node = report.node("_0")
-    assert node.op_type == "Custom" and node.status is Status.DECOMPOSED
-    assert node.macs == 4 * 6 * 3 and node.params == 21
-    assert node.flops == 2 * 4 * 6 * 3 + 4 * 3 + 4 * 3  # bias + tanh
+    header = report.node("_0")
+    assert header.op_type == "Custom" and "kept whole" in header.note
+    rows = [n for n in report.nodes if n.op == "call_inner"]
+    # one row per call it made, each in the submodule that made it, costed by that call's rule
+    assert [(n.module_path, n.op_type, n.status) for n in rows] == [("0.proj", "Linear", Status.COUNTED),
+                                                                    ("0", "tanh", Status.COUNTED)]
+    block = report.total("0")
+    assert block.macs == 4 * 6 * 3 and block.params == 21
+    assert block.flops == 2 * 4 * 6 * 3 + 4 * 3 + 4 * 3  # + bias + tanh
+    assert rows[0].params == 21 and rows[0].weight_bytes == 21 * 4
 
 
 def test_json_round_trip_is_lossless():
@@ -316,9 +322,11 @@ def test_value_dependent_tail_is_counted_up_to_the_branch():
         report = fxcost.analyze(DataDependent(), (2, 4))
     gate = report.node("gate")
     assert gate.status is Status.PARTIAL and "depends on tensor values" in gate.note
-    assert gate.flops == 2 * 4 + 1  # x.sum() (8) and the comparison with 0 ran before the branch
+    # x.sum() (8 FLOPs) and the comparison with 0 (1) ran before the branch
+    assert [(n.op_type, n.flops) for n in report.nodes if n.op == "call_inner"] == [("sum", 8), ("gt", 1)]
+    assert report.total("gate").flops == 2 * 4 + 1
     assert report.macs == 2 * 4 * 4 and not report.complete
-    assert "≥" in report.table()
+    assert "partial" in report.table() and "data-dependent" in report.summary()
 
 
 class ShapeLoop(nn.Module):
@@ -352,9 +360,12 @@ def test_untraceable_submodule_falls_back_and_totals_stay_complete():
     # pre: 3x8x8; the loop runs 3 times (batch 3): 3 x 3x8x8; b: 3x8x4
     assert report.macs == 3 * 64 + 3 * 3 * 64 + 3 * 32
     assert report.params == sum(p.numel() for p in Outer().parameters())
-    inner = report.node("inner")
-    assert inner.status is Status.DECOMPOSED and inner.params == 72 + 36
+    inner = report.total("inner")
+    assert inner.params == 72 + 36
     assert inner.flops == 2 * (3 * 3 * 64 + 3 * 32) + 3 * (3 * 8) + 3 * 4 + 3 * 3 * 8  # + biases, relu
+    by_module = {g.key: g for g in report.by_module(depth=2)}
+    assert by_module["inner.a"].macs == 3 * 3 * 64 and by_module["inner.b"].macs == 3 * 32  # per submodule
+    assert by_module["inner.a"].module_type == "Linear"
 
 
 def test_untraceable_root_falls_back_to_the_whole_model():
