@@ -11,12 +11,12 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from . import rules as _rules  # noqa: F401 - fills the default registry
-from ._costing import cost_nodes, describe_target
+from ._costing import WeightIndex, cost_nodes, describe_target
 from ._errors import InvalidInputError, InvalidModelError
 from ._fake_model import fake_model
 from ._inputs import bind_placeholders, fake_arguments, input_device, split_example_input
 from ._liveness import MemoryOptions, compute_liveness
-from ._propagate import propagate, source_line_by_retrace, tensor_meta
+from ._propagate import propagate, source_line_by_retrace
 from ._records import Status
 from ._registry import RULES, OpCall
 from ._report import Report
@@ -108,11 +108,10 @@ def analyze(
     propagation = propagate(gm, bound, fake_mode, lambda node: registry.lookup(describe_target(node, gm)[2]) is None,
                             lambda module: registry.lookup(type(module)) is not None, source_line_by_retrace(retrace))
     values = propagation.values
-    nodes, expansions, used = cost_nodes(gm, propagation, registry, fake.names, name)
+    weights = WeightIndex(gm, fake.names)
+    nodes, expansions, used = cost_nodes(gm, propagation, registry, weights, name)
     memory = memory or MemoryOptions()
-    weights = [t for t in (*fake.module.parameters(), *fake.module.buffers())]
-    weight_storages = {tensor_meta(t).storage for t in weights}
-    liveness = compute_liveness(gm, values, weight_storages, memory, [n.module_path for n in nodes],
+    liveness = compute_liveness(gm, values, set(weights.by_storage), memory, [n.module_path for n in nodes],
                                 propagation.internal_peaks)
     nodes = [dataclasses.replace(n, live_bytes=live, temporary_bytes=temp)
              for n, live, temp in zip(nodes, liveness.during, liveness.temporaries)]

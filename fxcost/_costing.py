@@ -87,7 +87,7 @@ def cost_nodes(
     gm: fx.GraphModule,
     propagation: Propagation,
     rules: RuleRegistry,
-    param_names: dict[int, str],
+    weights: "WeightIndex",
     root_type: str,
 ) -> tuple[list[NodeCost], dict[str, list[NodeCost]], set[str]]:
     """Cost every node; return one record per node, the rows that replace the modules kept
@@ -95,7 +95,7 @@ def cost_nodes(
     used: set[str] = set()
     records: list[NodeCost] = []
     expansions: dict[str, list[NodeCost]] = {}
-    weights = _WeightIndex(gm, param_names)
+    param_names = weights.names
     for node in gm.graph.nodes:
         if node.op == "call_module" and node in propagation.inner_calls and \
                 rules.lookup(type(gm.get_submodule(str(node.target)))) is None:
@@ -108,7 +108,7 @@ def cost_nodes(
     return records, expansions, used
 
 
-class _WeightIndex:
+class WeightIndex:
     """Parameters and buffers of the (fake) model, found by identity or by storage."""
 
     def __init__(self, gm: fx.GraphModule, param_names: dict[int, str]) -> None:
@@ -132,7 +132,7 @@ class _WeightIndex:
         return params, param_bytes, weight_bytes
 
 
-def _expand_module(node, gm, propagation, rules, weights: _WeightIndex, used: set[str]) -> tuple[NodeCost, list[NodeCost]]:
+def _expand_module(node, gm, propagation, rules, weights: WeightIndex, used: set[str]) -> tuple[NodeCost, list[NodeCost]]:
     """A module kept whole (untraceable, or a leaf without a rule): one row per torch call it
     made, attributed to the submodule that made it; its own row keeps only the liveness."""
     module = gm.get_submodule(str(node.target))
@@ -159,7 +159,7 @@ def _expand_module(node, gm, propagation, rules, weights: _WeightIndex, used: se
     return record, rows
 
 
-def _inner_row(name: str, inner: InnerCall, outputs, rules, weights: _WeightIndex, used: set[str]) -> NodeCost:
+def _inner_row(name: str, inner: InnerCall, outputs, rules, weights: WeightIndex, used: set[str]) -> NodeCost:
     key = inner.func if inner.module is not None else inner_key(inner.func)
     inputs = list(iter_metas((inner.args, inner.kwargs)))
     if inner.module is not None:

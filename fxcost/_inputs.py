@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -113,11 +112,3 @@ def bind_placeholders(gm: fx.GraphModule, args: tuple, kwargs: dict, model_name:
                 f"{model_name}.forward() needs argument '{name}', which the example input does not give"
             )
     return bound
-
-
-def forward_signature(model: torch.nn.Module) -> str:
-    """``forward(x, mask=None)``-style text for messages."""
-    try:
-        return f"forward{inspect.signature(model.forward)}"
-    except (TypeError, ValueError):
-        return "forward(...)"
