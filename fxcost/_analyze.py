@@ -116,12 +116,14 @@ def analyze(
     nodes = [dataclasses.replace(n, live_bytes=live, temporary_bytes=temp)
              for n, live, temp in zip(nodes, liveness.during, liveness.temporaries)]
     nodes = _with_expansions(nodes, expansions)
+    nodes = _real_weight_sizes(nodes, fake.stand_ins)
 
     unsupported: dict[str, list[str]] = {}
     for node in nodes:
         if node.status in (Status.UNSUPPORTED, Status.PARTIAL):
             unsupported.setdefault(node.target, []).append(node.name)
     module_types = _module_types(gm)
+    module_types.update({path: s.original.rsplit(".", 1)[-1] for path, s in fake.stand_ins.items()})
     root_leaf = gm.meta.get("fxcost_root_leaf")
     for node in gm.graph.nodes:
         if node.name in expansions:  # a module kept whole: name its submodules too
@@ -132,7 +134,7 @@ def analyze(
     report = Report(
         model=name,
         nodes=tuple(nodes),
-        **_parameter_totals(model, used, exclude),
+        **_parameter_totals(model, used, exclude, fake.stand_ins),
         inputs=tuple(
             (str(node.target), values[node].shape, str(values[node].dtype).replace("torch.", ""))
             for node in gm.graph.nodes
@@ -144,10 +146,12 @@ def analyze(
         peak_node=nodes[liveness.peak_index].name if nodes else "",
         peak_buffers=liveness.alive_at(liveness.peak_index),
         peak_with_temporaries_bytes=liveness.peak_with_temporaries,
-        weight_memory_bytes=_weight_memory(model, memory.weight_dtype, exclude),
+        weight_memory_bytes=_weight_memory(model, memory.weight_dtype, exclude) + sum(
+            nbytes for s in fake.stand_ins.values() for _, _, nbytes in s.weights),
         memory=memory,
         module_types=module_types,
         fallbacks=dict(fallbacks),
+        quantized={path: s.original for path, s in fake.stand_ins.items()},
     )
     if fallbacks:
         where = ", ".join(f"'{path}'" if path else "the whole model" for path in fallbacks)
@@ -169,13 +173,6 @@ def analyze(
             stacklevel=2,
         )
     return report
-
-
-def _has_packed_weights(module: nn.Module) -> bool:
-    return any(isinstance(v, torch.ScriptObject) or (isinstance(v, torch.Tensor) and v.is_quantized)
-               for v in vars(module).values()) or any(
-        isinstance(getattr(module, name, None), nn.Module) and _has_packed_weights(getattr(module, name))
-        for name in ("_packed_params",))
 
 
 def _parameter_names(model: nn.Module) -> list[str] | None:
@@ -280,16 +277,6 @@ def _check_model(model: Any) -> None:
         raise InvalidModelError(
             "this module was compiled with torch.compile: pass the original module (model._orig_mod)"
         )
-    for path, module in model.named_modules():
-        owner = type(module).__module__
-        if owner.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")) and \
-                type(module).__name__ not in ("FloatFunctional", "QFunctional") and _has_packed_weights(module):
-            raise InvalidModelError(
-                f"module '{path}' ({type(module).__name__}) is a converted quantized module whose packed "
-                "weights have no fake-tensor kernels: analyse the float model before conversion "
-                "(torchvision: quantize=False) and count int8 storage with "
-                "memory=fxcost.MemoryOptions(activation_dtype=torch.int8, weight_dtype=torch.int8)"
-            )
 
 
 def _with_expansions(nodes: list, expansions: dict[str, list]) -> list:
@@ -327,9 +314,23 @@ def _weight_memory(model: nn.Module, dtype: torch.dtype | None, exclude: tuple[s
     )
 
 
-def _parameter_totals(model: nn.Module, used: set[str], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+def _real_weight_sizes(nodes: list, stand_ins: dict) -> list:
+    """Rows of quantized modules read their real (int8) weights, not the float stand-in's."""
+    if not stand_ins:
+        return nodes
+    real = {path: sum(nbytes for _, _, nbytes in s.weights) for path, s in stand_ins.items()}
+    return [dataclasses.replace(n, weight_bytes=real[n.module_path], param_bytes=real[n.module_path] if n.params else 0)
+            if n.module_path in real and n.weight_bytes else n for n in nodes]  # one weight-reading node per module
+
+
+def _parameter_totals(model: nn.Module, used: set[str], exclude: tuple[str, ...] = (),
+                      stand_ins: dict | None = None) -> dict[str, Any]:
     params = trainable = param_bytes = unused_count = 0
     unused: list[str] = []
+    for path, replacement in (stand_ins or {}).items():  # packed weights are not nn.Parameters
+        if not _excluded(path + ".x", exclude):
+            params += sum(numel for _, numel, _ in replacement.weights)
+            param_bytes += sum(nbytes for _, _, nbytes in replacement.weights)
     for name, p in model.named_parameters():
         if _excluded(name, exclude):
             continue

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ._errors import InvalidModelError
+from ._quantized import StandIn, is_quantized_module, stand_in
+
 
 @dataclass
 class FakeModel:
@@ -22,6 +25,8 @@ class FakeModel:
     """Root of the mirrored module tree (fake parameters, same module paths)."""
     names: dict[int, str] = field(default_factory=dict)
     """``id()`` of every fake parameter/buffer -> its qualified name in the user's model."""
+    stand_ins: dict[str, StandIn] = field(default_factory=dict)
+    """Module path -> the float module standing in for a converted quantized module there."""
 
 
 def fake_like(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -50,6 +55,7 @@ def fake_model(model: nn.Module, fake_mode, device: torch.device, mode: str | No
     names: dict[int, str] = {}
     tensors: dict[int, torch.Tensor] = {}
     modules: dict[int, nn.Module] = {}
+    stand_ins: dict[str, StandIn] = {}
 
     def mirror_tensor(value, qualified: str, is_param: bool):
         if value is None:
@@ -67,6 +73,19 @@ def fake_model(model: nn.Module, fake_mode, device: torch.device, mode: str | No
     def mirror(module: nn.Module, prefix: str) -> nn.Module:
         if id(module) in modules:
             return modules[id(module)]
+        if is_quantized_module(module):
+            replacement = stand_in(module)
+            if replacement is None:
+                raise InvalidModelError(
+                    f"module '{prefix.rstrip('.')}' ({type(module).__name__}) is a converted quantized module "
+                    "fxcost has no float equivalent for: analyse the float model before conversion "
+                    "(torchvision: quantize=False) with memory=fxcost.MemoryOptions(activation_dtype=torch.int8, "
+                    "weight_dtype=torch.int8)"
+                )
+            stand_ins[prefix.rstrip(".")] = replacement
+            clone = mirror(replacement.module, prefix)
+            modules[id(module)] = clone
+            return clone
         clone = copy.copy(module)
         modules[id(module)] = clone
         state = clone.__dict__
@@ -89,4 +108,4 @@ def fake_model(model: nn.Module, fake_mode, device: torch.device, mode: str | No
         owner_path, _, name = path.rpartition(".")
         owner = root.get_submodule(owner_path) if owner_path else root
         owner.__dict__["_modules"] = {**owner._modules, name: nn.Identity()}
-    return FakeModel(root, names)
+    return FakeModel(root, names, stand_ins)

@@ -60,12 +60,8 @@ def fake_arguments(args: tuple, kwargs: dict, device: torch.device) -> tuple[tup
         if isinstance(value, torch.Size):  # unambiguous at any depth, unlike a tuple of ints
             return torch.empty(tuple(value), dtype=torch.float32, device=device)
         if isinstance(value, torch.Tensor):
-            if value.is_quantized:
-                raise InvalidInputError(
-                    f"the example input holds a quantized tensor ({value.dtype}, shape {tuple(value.shape)}): "
-                    "pass a float tensor of that shape (or just the shape) and count int8 storage with "
-                    "memory=fxcost.MemoryOptions(activation_dtype=torch.int8)"
-                )
+            if value.is_quantized:  # what a quantized model receives: only its shape matters
+                return torch.empty(tuple(value.shape), dtype=torch.float32, device=device)
             return fake_like(value, device)
         return value
 

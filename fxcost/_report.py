@@ -111,6 +111,9 @@ class Report(MovesBytes):
     """The memory layout assumptions behind the liveness figures."""
     module_types: dict[str, str] = field(default_factory=dict)
     """Class name of every module path that owns nodes, at every level."""
+    quantized: dict[str, str] = field(default_factory=dict)
+    """Converted quantized modules -> their class; each was costed as the float module it
+    computes, with its weights counted at their real (int8) size."""
     fallbacks: dict[str, str] = field(default_factory=dict)
     """Modules torch.fx could not trace -> why; each was costed whole from the torch calls
     it makes on fake tensors ('' = the whole model)."""

@@ -135,14 +135,6 @@ def test_parameters_on_several_devices_on_meta_and_in_half_precision():
         assert model[0].weight.dtype is dtype
 
 
-def test_converted_quantized_modules_are_a_clear_error():
-    import torch.ao.nn.quantized as nnq
-
-    model = nn.Sequential(nn.Linear(4, 4), nnq.Linear(4, 4))
-    with pytest.raises(fxcost.InvalidModelError, match=r"module '1' \(Linear\) is a converted quantized module.*quantize=False"):
-        fxcost.analyze(model, (2, 4))
-
-
 def test_model_that_raises_while_tracing():
     class Broken(nn.Module):
         def __init__(self):
