@@ -63,6 +63,23 @@ def _key_name(key: Any) -> str:
     return f"{owner}.{getattr(key, '__qualname__', getattr(key, '__name__', repr(key)))}".lstrip(".")
 
 
+def _inner_cost(inner: InnerCall, outputs, rules: RuleRegistry):
+    """``(registry key, rule, Cost)`` of one recorded call; rule and Cost are None without a rule."""
+    key = inner.func if inner.module is not None else inner_key(inner.func)
+    rule = rules.lookup(key)
+    if rule is None:
+        return key, None, None
+    return key, rule, rule(OpCall(key, tuple(inner.args), dict(inner.kwargs), outputs, module=inner.module))
+
+
+def _movement_bytes(outputs, input_storages: set[int], input_bytes: int, weight_bytes: int) -> tuple[int, int, int]:
+    """``(input bytes, weight bytes, written)`` of an op that only moves data: a view writes
+    and reads nothing; a copy reads what it writes."""
+    written = sum(o.nbytes for o in outputs if o.storage not in input_storages)
+    read = min(input_bytes + weight_bytes, written)
+    return min(input_bytes, read), max(0, read - input_bytes), written
+
+
 def cost_inner_calls(calls: list[InnerCall], rules: RuleRegistry) -> tuple[Cost, list[str]]:
     """Summed cost of the torch calls made inside one node, and the targets with no rule."""
     macs = flops = 0
@@ -71,13 +88,11 @@ def cost_inner_calls(calls: list[InnerCall], rules: RuleRegistry) -> tuple[Cost,
         outputs = tuple(iter_metas(inner.output))
         if not outputs:
             continue  # shape queries, setitem and other calls that produce no tensor
-        key = inner.func if inner.module is not None else inner_key(inner.func)
-        rule = rules.lookup(key)
-        if rule is None:
+        key, _, cost = _inner_cost(inner, outputs, rules)
+        if cost is None:
             if _key_name(key) not in unknown:
                 unknown.append(_key_name(key))
             continue
-        cost = rule(OpCall(key, tuple(inner.args), dict(inner.kwargs), outputs, module=inner.module))
         macs += cost.macs
         flops += cost.flops
     return Cost(macs, flops), unknown
@@ -160,7 +175,7 @@ def _expand_module(node, gm, propagation, rules, weights: WeightIndex, used: set
 
 
 def _inner_row(name: str, inner: InnerCall, outputs, rules, weights: WeightIndex, used: set[str]) -> NodeCost:
-    key = inner.func if inner.module is not None else inner_key(inner.func)
+    key, rule, cost = _inner_cost(inner, outputs, rules)
     inputs = list(iter_metas((inner.args, inner.kwargs)))
     if inner.module is not None:
         tensors = [(p, True) for p in inner.module.parameters()] + [(b, False) for b in inner.module.buffers()]
@@ -175,18 +190,14 @@ def _inner_row(name: str, inner: InnerCall, outputs, rules, weights: WeightIndex
         module_path=inner.module_path, module_type=inner.module_type, output_shapes=tuple(o.shape for o in outputs),
         dtype=str(outputs[0].dtype).replace("torch.", ""), params=params, param_bytes=param_bytes,
     )
-    rule = rules.lookup(key)
-    if rule is None:
+    if cost is None:
         return NodeCost(**base, input_bytes=input_bytes, weight_bytes=weight_bytes, bytes_written=written,
                         status=Status.UNSUPPORTED, note="no cost rule")
-    cost: Cost = rule(OpCall(key, tuple(inner.args), dict(inner.kwargs), outputs, module=inner.module))
     if cost.weight_bytes_read is not None:
         weight_bytes = cost.weight_bytes_read
     if is_data_movement(rule):
-        storages = {m.storage for m in inputs}
-        written = sum(o.nbytes for o in outputs if o.storage not in storages)
-        read = min(input_bytes + weight_bytes, written)
-        input_bytes, weight_bytes = min(input_bytes, read), max(0, read - input_bytes)
+        input_bytes, weight_bytes, written = _movement_bytes(outputs, {m.storage for m in inputs}, input_bytes,
+                                                             weight_bytes)
     return NodeCost(**base, macs=int(cost.macs), flops=int(cost.flops), input_bytes=input_bytes,
                     weight_bytes=weight_bytes, bytes_written=written, status=Status.COUNTED)
 
@@ -284,9 +295,7 @@ def _cost_node(node, gm, propagation, rules, param_names, used, root_type) -> No
         weight_bytes = cost.weight_bytes_read
     if is_data_movement(rule):
         input_storages = {m.storage for source in node.all_input_nodes for m in iter_metas(values.get(source))}
-        written = sum(o.nbytes for o in outputs if o.storage not in input_storages)
-        read = min(activation_bytes + weight_bytes, written)
-        activation_bytes, weight_bytes = min(activation_bytes, read), max(0, read - activation_bytes)
+        activation_bytes, weight_bytes, written = _movement_bytes(outputs, input_storages, activation_bytes, weight_bytes)
     return NodeCost(
         **base, macs=int(cost.macs), flops=int(cost.flops), params=params, param_bytes=param_bytes,
         input_bytes=activation_bytes, weight_bytes=weight_bytes, bytes_written=written, status=Status.COUNTED,
