@@ -56,3 +56,12 @@ __all__ = [
     "format_count",
     "parse_quantity",
 ]
+
+
+def __getattr__(name: str):
+    """``fxcost.plot`` and ``fxcost.passes`` are imported on first use."""
+    if name in ("plot", "passes", "formulas", "rules"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fxcost' has no attribute {name!r}")

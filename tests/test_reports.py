@@ -159,3 +159,9 @@ def test_plots_write_pngs(tmp_path, resnet50):
     for path in (live, bars):
         with open(path, "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_submodules_are_reachable_from_the_package():
+    assert callable(fxcost.plot.plot_liveness) and callable(fxcost.passes.tile_matmuls)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        fxcost.nope
