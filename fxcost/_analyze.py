@@ -115,6 +115,7 @@ def analyze(
                                 propagation.internal_peaks)
     nodes = [dataclasses.replace(n, live_bytes=live, temporary_bytes=temp)
              for n, live, temp in zip(nodes, liveness.during, liveness.temporaries)]
+    peak_node = nodes[liveness.peak_index].name if nodes else ""  # graph order, before expanded rows
     nodes = _with_expansions(nodes, expansions)
     nodes = _real_weight_sizes(nodes, fake.stand_ins)
 
@@ -143,7 +144,7 @@ def analyze(
         mode=mode,
         unsupported={target: tuple(names) for target, names in unsupported.items()},
         peak_activation_bytes=liveness.peak_bytes,
-        peak_node=nodes[liveness.peak_index].name if nodes else "",
+        peak_node=peak_node,
         peak_buffers=liveness.alive_at(liveness.peak_index),
         peak_with_temporaries_bytes=liveness.peak_with_temporaries,
         weight_memory_bytes=_weight_memory(model, memory.weight_dtype, exclude) + sum(

@@ -394,3 +394,19 @@ def test_fallback_keeps_module_rules_inside():
     attention = 2 * (4 * 5 * 16 * 16) + 2 * 2 * 5 * 5 * 8 * 2
     gru = 2 * 5 * 3 * 8 * (16 + 8)
     assert report.macs == attention + gru
+
+
+def test_peak_node_after_a_module_kept_whole_is_the_graph_node():
+    class Wide(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = ShapeLoop()
+            self.widen = nn.Linear(4, 512)
+
+        def forward(self, x):
+            return self.widen(self.inner(x))
+
+    with pytest.warns(fxcost.TraceFallbackWarning):
+        report = fxcost.analyze(Wide(), (3, 8))
+    assert report.peak_node == "widen"  # the peak is while the wide output is written
+    assert report.node("widen").live_bytes == report.peak_activation_bytes
