@@ -147,8 +147,7 @@ def analyze(
         peak_node=peak_node,
         peak_buffers=liveness.alive_at(liveness.peak_index),
         peak_with_temporaries_bytes=liveness.peak_with_temporaries,
-        weight_memory_bytes=_weight_memory(model, memory.weight_dtype, exclude) + sum(
-            nbytes for s in fake.stand_ins.values() for _, _, nbytes in s.weights),
+        weight_memory_bytes=_weight_memory(model, memory.weight_dtype, exclude, fake.stand_ins),
         memory=memory,
         module_types=module_types,
         fallbacks=dict(fallbacks),
@@ -306,20 +305,25 @@ def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
     return any(name.startswith(path + ".") for path in exclude)
 
 
-def _weight_memory(model: nn.Module, dtype: torch.dtype | None, exclude: tuple[str, ...] = ()) -> int:
+def _kept_stand_ins(stand_ins: dict | None, exclude: tuple[str, ...]) -> list:
+    return [s for path, s in (stand_ins or {}).items() if not _excluded(path + ".", exclude)]
+
+
+def _weight_memory(model: nn.Module, dtype: torch.dtype | None, exclude: tuple[str, ...] = (),
+                   stand_ins: dict | None = None) -> int:
     unique = {id(t): t for name, t in (*model.named_parameters(), *model.named_buffers())
               if not _excluded(name, exclude)}.values()
     return sum(
         t.numel() * (dtype.itemsize if dtype is not None and t.dtype.is_floating_point else t.element_size())
         for t in unique
-    )
+    ) + sum(s.nbytes for s in _kept_stand_ins(stand_ins, exclude))  # packed weights, already at real size
 
 
 def _real_weight_sizes(nodes: list, stand_ins: dict) -> list:
     """Rows of quantized modules read their real (int8) weights, not the float stand-in's."""
     if not stand_ins:
         return nodes
-    real = {path: sum(nbytes for _, _, nbytes in s.weights) for path, s in stand_ins.items()}
+    real = {path: s.nbytes for path, s in stand_ins.items()}
     return [dataclasses.replace(n, weight_bytes=real[n.module_path], param_bytes=real[n.module_path] if n.params else 0)
             if n.module_path in real and n.weight_bytes else n for n in nodes]  # one weight-reading node per module
 
@@ -328,10 +332,9 @@ def _parameter_totals(model: nn.Module, used: set[str], exclude: tuple[str, ...]
                       stand_ins: dict | None = None) -> dict[str, Any]:
     params = trainable = param_bytes = unused_count = 0
     unused: list[str] = []
-    for path, replacement in (stand_ins or {}).items():  # packed weights are not nn.Parameters
-        if not _excluded(path + ".x", exclude):
-            params += sum(numel for _, numel, _ in replacement.weights)
-            param_bytes += sum(nbytes for _, _, nbytes in replacement.weights)
+    for replacement in _kept_stand_ins(stand_ins, exclude):  # packed weights are not nn.Parameters
+        params += replacement.numel
+        param_bytes += replacement.nbytes
     for name, p in model.named_parameters():
         if _excluded(name, exclude):
             continue

@@ -21,6 +21,16 @@ class StandIn:
     weights: tuple[tuple[str, int, int], ...]
     """``(name, elements, bytes)`` of the quantized module's own weights (int8 weight, float bias)."""
 
+    @property
+    def numel(self) -> int:
+        """Elements of the quantized module's weights."""
+        return sum(numel for _, numel, _ in self.weights)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the quantized module's weights, at their real size."""
+        return sum(nbytes for _, _, nbytes in self.weights)
+
 
 def _with_relu(cls: type[nn.Module]) -> type[nn.Module]:
     """``cls`` followed by ReLU (the float meaning of intrinsic ConvReLU/LinearReLU); defined
