@@ -234,6 +234,7 @@ def _deployment_aliases(gm, nodes, values, options: MemoryOptions, sole_user):
     alias_of: dict[fx.Node, fx.Node] = {}
     overwrite: dict[fx.Node, int] = {}
     folded: dict[fx.Node, fx.Node] = {}  # node -> the conv/linear it was folded into
+    position = {node: i for i, node in enumerate(nodes)}
     for node in nodes:
         module = _module(gm, node)
         source = node.all_input_nodes[0] if node.all_input_nodes else None
@@ -259,7 +260,7 @@ def _deployment_aliases(gm, nodes, values, options: MemoryOptions, sole_user):
             for branch, skip in ((first, second), (second, first)):
                 root = folded.get(branch, branch)
                 if (_is_conv_or_linear(gm, root) and _chain_only(root, branch, node)
-                        and max(user_index for user_index in (nodes.index(u) for u in skip.users)) == nodes.index(node)
+                        and max(position[u] for u in skip.users) == position[node]
                         and next(iter_metas(values[branch])).shape == next(iter_metas(values[skip])).shape):
                     anchor = alias_of.get(skip, skip)
                     for member in _chain(root, branch):
