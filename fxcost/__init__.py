@@ -4,7 +4,6 @@
 FLOPs, parameters and bytes moved.
 """
 
-from ._aggregate import GroupCost
 from ._analyze import TraceFallbackWarning, UnsupportedOpWarning, analyze
 from ._budget import BudgetExceeded, assert_within
 from ._compare import Delta, ModuleDelta, ReportDiff, compare
@@ -15,10 +14,10 @@ from ._errors import (
     ShapePropagationError,
     TraceError,
 )
-from ._liveness import Buffer, MemoryOptions
-from ._records import Cost, Status, TensorMeta
+from ._options import MemoryOptions
+from ._records import Buffer, Cost, GroupCost, NodeCost, Status, TensorMeta
 from ._registry import RULES, OpCall, RuleRegistry
-from ._report import NodeCost, Report
+from ._report import Report
 from ._roofline import HARDWARE, Hardware, NodeTime, Roofline
 from ._units import format_bytes, format_count, parse_quantity
 

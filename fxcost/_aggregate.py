@@ -2,51 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
-from ._records import MovesBytes, Status
-from ._report import NodeCost
+from ._records import GroupCost, NodeCost, Status
 
 if TYPE_CHECKING:
     from ._report import Report
 
 _SUMMED = ("macs", "flops", "params", "param_bytes", "input_bytes", "weight_bytes", "bytes_written")
 _IDLE = ("placeholder", "output", "get_attr")
-
-
-@dataclass(frozen=True)
-class GroupCost(MovesBytes):
-    """Summed costs of a group of nodes: a module (with its submodules) or an op type."""
-
-    key: str
-    """Module path (``''`` = ops called directly by the root's forward) or op type."""
-    module_type: str
-    """Class name of the module (module groups) or the op's target (op groups)."""
-    depth: int
-    """Number of components of the module path (0 for op groups and the root)."""
-    nodes: int
-    """Number of nodes in the group that do work (placeholders and outputs excluded)."""
-    macs: int
-    """Summed multiply-accumulates."""
-    flops: int
-    """Summed FLOPs."""
-    params: int
-    """Parameters first used inside the group."""
-    param_bytes: int
-    """Bytes of those parameters."""
-    bytes_read: int
-    """Summed bytes read (activations and weights)."""
-    bytes_written: int
-    """Summed bytes written."""
-    peak_live_bytes: int
-    """Peak live activation bytes while the group's nodes run."""
-    unsupported: int
-    """Nodes of the group without a cost rule (their MACs/FLOPs are unknown)."""
-    macs_share: float
-    """Fraction of the model's MACs (0..1)."""
-    flops_share: float
-    """Fraction of the model's FLOPs (0..1)."""
 
 
 def in_module(node: NodeCost, module_path: str) -> bool:

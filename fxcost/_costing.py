@@ -2,74 +2,47 @@
 
 from __future__ import annotations
 
-import operator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import nn
 
-from ._propagate import InnerCall, Propagation, tensor_meta
-from ._records import Cost, Status
-from ._registry import OpCall, RuleRegistry, iter_metas
-from ._report import NodeCost
+from ._graph import call_key, called_module, describe_target, fetched_attribute, function_name, module_of
+from ._propagate import InnerCall, Propagation
+from ._records import Cost, NodeCost, Status, TensorMeta, bytes_read, dtype_name, iter_metas
+from ._registry import OpCall, RuleRegistry
+from ._weights import WeightIndex, module_weights
 from .rules import is_data_movement
 
 
-def describe_target(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str, type | Any]:
-    """``(target, op_type, rule_key)`` of a node: readable names plus the registry key."""
-    if node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
-        cls = type(module)
-        return f"{cls.__module__}.{cls.__qualname__}", cls.__name__, cls
-    if node.op == "call_function":
-        fn = node.target
-        name = getattr(fn, "__name__", repr(fn))
-        owner = getattr(fn, "__module__", None) or ("operator" if fn in vars(operator).values() else "")
-        if owner == "_operator":
-            owner = "operator"
-        return (f"{owner}.{name}" if owner else name), name, fn
-    if node.op == "call_method":
-        return f"Tensor.{node.target}", str(node.target), str(node.target)
-    return str(node.target), node.op, None
+@dataclass
+class CostedGraph:
+    """What the cost pass produced."""
+
+    nodes: list[NodeCost]
+    """One record per graph node, in graph order."""
+    expansions: dict[str, list[NodeCost]] = field(default_factory=dict)
+    """Node name of a module kept whole -> one record per torch call it made."""
+    used: set[str] = field(default_factory=set)
+    """Qualified names of the parameters some node reads."""
 
 
-def module_location(node: fx.Node) -> tuple[str, str]:
-    """``(module_path, module_type)`` owning ``node`` ('' for the root)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    if stack:
-        path, cls = next(reversed(stack.values()))
-        return path, getattr(cls, "__name__", str(cls))
-    return "", ""
-
-
-def _arg_meta(value: Any, values: dict[fx.Node, Any]) -> Any:
-    return fx.node.map_arg(value, lambda n: values.get(n))
-
-
-def inner_key(func: Any) -> Any:
-    """Registry key of a call seen by the call recorder: method name for Tensor methods."""
-    name = getattr(func, "__name__", None)
-    qualname = getattr(func, "__qualname__", "") or ""
-    if name and (getattr(torch.Tensor, name, None) is func or qualname.startswith(("TensorBase.", "Tensor."))):
-        return name
-    return func
-
-
-def _key_name(key: Any) -> str:
-    if isinstance(key, str):
-        return f"Tensor.{key}"
-    owner = getattr(key, "__module__", None) or ""
-    return f"{owner}.{getattr(key, '__qualname__', getattr(key, '__name__', repr(key)))}".lstrip(".")
-
-
-def _inner_cost(inner: InnerCall, outputs, rules: RuleRegistry):
-    """``(registry key, rule, Cost)`` of one recorded call; rule and Cost are None without a rule."""
-    key = inner.func if inner.module is not None else inner_key(inner.func)
-    rule = rules.lookup(key)
-    if rule is None:
-        return key, None, None
-    return key, rule, rule(OpCall(key, tuple(inner.args), dict(inner.kwargs), outputs, module=inner.module))
+def cost_nodes(gm: fx.GraphModule, propagation: Propagation, rules: RuleRegistry, weights: WeightIndex,
+               root_type: str) -> CostedGraph:
+    """Cost every node of ``gm``; modules kept whole get one row per torch call they made."""
+    result = CostedGraph([], {}, weights.used)
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node in propagation.inner_calls and \
+                rules.lookup(type(called_module(node))) is None:
+            record, rows = _expand_module(node, propagation, rules, weights)
+            result.nodes.append(record)
+            if rows:
+                result.expansions[node.name] = rows
+            continue
+        result.nodes.append(_cost_node(node, propagation, rules, weights, root_type))
+    return result
 
 
 def _movement_bytes(outputs, input_storages: set[int], input_bytes: int, weight_bytes: int) -> tuple[int, int, int]:
@@ -80,6 +53,92 @@ def _movement_bytes(outputs, input_storages: set[int], input_bytes: int, weight_
     return min(input_bytes, read), max(0, read - input_bytes), written
 
 
+def _priced(base: dict[str, Any], call: OpCall, rule, activations: list[TensorMeta],
+            weights: tuple[int, int, int]) -> NodeCost:
+    """The record of one call costed by ``rule`` (bytes of data-movement ops adjusted)."""
+    params, param_bytes, weight_bytes = weights
+    input_bytes = bytes_read(activations)
+    cost: Cost = rule(call)
+    if cost.weight_bytes_read is not None:
+        weight_bytes = cost.weight_bytes_read
+    written = sum(o.nbytes for o in call.outputs)
+    if is_data_movement(rule):
+        input_bytes, weight_bytes, written = _movement_bytes(
+            call.outputs, {m.storage for m in (*activations, *iter_metas((call.args, call.kwargs)))},
+            input_bytes, weight_bytes)
+    return NodeCost(**base, macs=int(cost.macs), flops=int(cost.flops), params=params, param_bytes=param_bytes,
+                    input_bytes=input_bytes, weight_bytes=weight_bytes, bytes_written=written,
+                    status=Status.COUNTED)
+
+
+def _unpriced(base: dict[str, Any], outputs, activations: list[TensorMeta], weights: tuple[int, int, int],
+              **status) -> NodeCost:
+    """The record of a call no single rule prices (unsupported, decomposed or partial)."""
+    params, param_bytes, weight_bytes = weights
+    return NodeCost(**base, params=params, param_bytes=param_bytes, input_bytes=bytes_read(activations),
+                    weight_bytes=weight_bytes, bytes_written=sum(o.nbytes for o in outputs), **status)
+
+
+def _base(name: str, op: str, target: str, op_type: str, module: tuple[str, str], outputs) -> dict[str, Any]:
+    return dict(name=name, op=op, target=target, op_type=op_type, module_path=module[0], module_type=module[1],
+                output_shapes=tuple(o.shape for o in outputs), dtype=dtype_name(outputs[0].dtype) if outputs else None)
+
+
+# --- graph nodes -------------------------------------------------------------------------
+
+def _weights_of(node: fx.Node) -> list[tuple[torch.Tensor, bool]]:
+    """``(tensor, is_parameter)`` for every weight the node reads."""
+    found = module_weights(called_module(node)) if node.op == "call_module" else []
+    for source in node.all_input_nodes:
+        if source.op == "get_attr":
+            value = fetched_attribute(source)
+            if isinstance(value, torch.Tensor):
+                found.append((value, isinstance(value, nn.Parameter)))
+    return found
+
+
+def _cost_node(node: fx.Node, propagation: Propagation, rules: RuleRegistry, weights: WeightIndex,
+               root_type: str) -> NodeCost:
+    values = propagation.values
+    target, op_type, key = describe_target(node)
+    outputs = tuple(iter_metas(values.get(node)))
+    base = _base(node.name, node.op, target, op_type, module_of(node, root_type), outputs)
+    partial = propagation.partial.get(node)
+    if node.op in ("placeholder", "get_attr", "output") or (not outputs and partial is None):
+        return NodeCost(**base, status=Status.NO_COMPUTE)
+
+    read = weights.account(_weights_of(node))
+    activations = [meta for source in node.all_input_nodes if source.op != "get_attr"
+                   for meta in iter_metas(values.get(source))]
+    rule = rules.lookup(key)
+    if rule is not None:
+        call = OpCall(key, tuple(fx.node.map_arg(a, values.get) for a in node.args),
+                      {k: fx.node.map_arg(v, values.get) for k, v in node.kwargs.items()}, outputs,
+                      module=called_module(node) if node.op == "call_module" else None)
+        return _priced(base, call, rule, activations, read)
+    if node not in propagation.inner_calls:
+        return _unpriced(base, outputs, activations, read, status=Status.UNSUPPORTED, note="no cost rule")
+    calls = propagation.inner_calls[node]
+    cost, unknown = cost_inner_calls(calls, rules)
+    if partial is not None:
+        missing = f"; also no cost rule for {', '.join(unknown)}" if unknown else ""
+        return _unpriced(base, outputs, activations, read, macs=cost.macs, flops=cost.flops, status=Status.PARTIAL,
+                         note=f"counted up to a data-dependent op, not beyond: {partial}{missing}")
+    if unknown:
+        return _unpriced(base, outputs, activations, read, status=Status.UNSUPPORTED,
+                         note="no cost rule for " + ", ".join(unknown))
+    return _unpriced(base, outputs, activations, read, macs=cost.macs, flops=cost.flops, status=Status.DECOMPOSED,
+                     note=f"costed from the {len(calls)} torch calls it makes")
+
+
+# --- calls recorded inside a node ---------------------------------------------------------
+
+def _inner_call(inner: InnerCall, outputs, rules: RuleRegistry) -> tuple[Any, Any, OpCall]:
+    """``(registry key, rule or None, OpCall)`` of one recorded call."""
+    key = inner.func if inner.module is not None else call_key(inner.func)
+    return key, rules.lookup(key), OpCall(key, tuple(inner.args), dict(inner.kwargs), outputs, module=inner.module)
+
+
 def cost_inner_calls(calls: list[InnerCall], rules: RuleRegistry) -> tuple[Cost, list[str]]:
     """Summed cost of the torch calls made inside one node, and the targets with no rule."""
     macs = flops = 0
@@ -88,215 +147,47 @@ def cost_inner_calls(calls: list[InnerCall], rules: RuleRegistry) -> tuple[Cost,
         outputs = tuple(iter_metas(inner.output))
         if not outputs:
             continue  # shape queries, setitem and other calls that produce no tensor
-        key, _, cost = _inner_cost(inner, outputs, rules)
-        if cost is None:
-            if _key_name(key) not in unknown:
-                unknown.append(_key_name(key))
+        key, rule, call = _inner_call(inner, outputs, rules)
+        if rule is None:
+            if function_name(key) not in unknown:
+                unknown.append(function_name(key))
             continue
+        cost = rule(call)
         macs += cost.macs
         flops += cost.flops
     return Cost(macs, flops), unknown
 
 
-def cost_nodes(
-    gm: fx.GraphModule,
-    propagation: Propagation,
-    rules: RuleRegistry,
-    weights: "WeightIndex",
-    root_type: str,
-) -> tuple[list[NodeCost], dict[str, list[NodeCost]], set[str]]:
-    """Cost every node; return one record per node, the rows that replace the modules kept
-    whole (``{node name: rows}``, one per torch call they made), and the parameters used."""
-    used: set[str] = set()
-    records: list[NodeCost] = []
-    expansions: dict[str, list[NodeCost]] = {}
-    param_names = weights.names
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and node in propagation.inner_calls and \
-                rules.lookup(type(gm.get_submodule(str(node.target)))) is None:
-            record, rows = _expand_module(node, gm, propagation, rules, weights, used)
-            records.append(record)
-            if rows:
-                expansions[node.name] = rows
-            continue
-        records.append(_cost_node(node, gm, propagation, rules, param_names, used, root_type))
-    return records, expansions, used
-
-
-class WeightIndex:
-    """Parameters and buffers of the (fake) model, found by identity or by storage."""
-
-    def __init__(self, gm: fx.GraphModule, param_names: dict[int, str]) -> None:
-        self.names = param_names
-        self.by_storage: dict[int, tuple[torch.Tensor, bool]] = {}
-        for tensors, is_param in ((gm.parameters(), True), (gm.buffers(), False)):
-            for tensor in tensors:
-                self.by_storage.setdefault(tensor_meta(tensor).storage, (tensor, is_param))
-
-    def account(self, tensors: list[tuple[torch.Tensor, bool]], used: set[str]) -> tuple[int, int, int]:
-        """``(params, param_bytes, weight_bytes)``; parameters count at their first use."""
-        params = param_bytes = weight_bytes = 0
-        for tensor, is_param in {id(t): (t, p) for t, p in tensors}.values():
-            nbytes = tensor.numel() * tensor.element_size()
-            weight_bytes += nbytes
-            name = self.names.get(id(tensor))
-            if is_param and name is not None and name not in used:
-                used.add(name)
-                params += tensor.numel()
-                param_bytes += nbytes
-        return params, param_bytes, weight_bytes
-
-
-def _expand_module(node, gm, propagation, rules, weights: WeightIndex, used: set[str]) -> tuple[NodeCost, list[NodeCost]]:
+def _expand_module(node: fx.Node, propagation: Propagation, rules: RuleRegistry,
+                   weights: WeightIndex) -> tuple[NodeCost, list[NodeCost]]:
     """A module kept whole (untraceable, or a leaf without a rule): one row per torch call it
     made, attributed to the submodule that made it; its own row keeps only the liveness."""
-    module = gm.get_submodule(str(node.target))
-    root_leaf = gm.meta.get("fxcost_root_leaf")
-    path = "" if root_leaf else str(node.target)
-    values = propagation.values
-    outputs = tuple(iter_metas(values.get(node)))
-    partial = propagation.partial.get(node)
+    outputs = tuple(iter_metas(propagation.values.get(node)))
     rows = []
     for index, inner in enumerate(propagation.inner_calls[node]):
         out_metas = tuple(iter_metas(inner.output))
-        if not out_metas:
-            continue  # shape queries and other calls that produce no tensor
-        rows.append(_inner_row(f"{node.name}.{index}", inner, out_metas, rules, weights, used))
-    cls = type(module)
+        if out_metas:  # shape queries and other calls that produce no tensor have no row
+            rows.append(_inner_row(f"{node.name}.{index}", inner, out_metas, rules, weights))
+    cls = type(called_module(node))
+    partial = propagation.partial.get(node)
     status, note = Status.NO_COMPUTE, f"kept whole: costed in the {len(rows)} rows that follow"
     if partial is not None:
         status, note = Status.PARTIAL, f"counted up to a data-dependent op, not beyond: {partial}"
-    record = NodeCost(
-        name=node.name, op=node.op, target=f"{cls.__module__}.{cls.__qualname__}", op_type=cls.__name__,
-        module_path=path, module_type=cls.__name__, output_shapes=tuple(o.shape for o in outputs),
-        dtype=str(outputs[0].dtype).replace("torch.", "") if outputs else None, status=status, note=note,
-    )
-    return record, rows
+    base = _base(node.name, node.op, f"{cls.__module__}.{cls.__qualname__}", cls.__name__,
+                 (module_of(node)[0], cls.__name__), outputs)
+    return NodeCost(**base, status=status, note=note), rows
 
 
-def _inner_row(name: str, inner: InnerCall, outputs, rules, weights: WeightIndex, used: set[str]) -> NodeCost:
-    key, rule, cost = _inner_cost(inner, outputs, rules)
+def _inner_row(name: str, inner: InnerCall, outputs, rules: RuleRegistry, weights: WeightIndex) -> NodeCost:
+    key, rule, call = _inner_call(inner, outputs, rules)
     inputs = list(iter_metas((inner.args, inner.kwargs)))
     if inner.module is not None:
-        tensors = [(p, True) for p in inner.module.parameters()] + [(b, False) for b in inner.module.buffers()]
+        read = weights.account(module_weights(inner.module))
     else:
-        tensors = [weights.by_storage[m.storage] for m in inputs if m.storage in weights.by_storage]
-    params, param_bytes, weight_bytes = weights.account(tensors, used)
-    activation = [m for m in inputs if m.storage not in weights.by_storage]
-    input_bytes = sum(m.nbytes for m in {id(m): m for m in activation}.values())
-    written = sum(o.nbytes for o in outputs)
-    base = dict(
-        name=name, op="call_inner", target=_key_name(key), op_type=getattr(key, "__name__", str(key)),
-        module_path=inner.module_path, module_type=inner.module_type, output_shapes=tuple(o.shape for o in outputs),
-        dtype=str(outputs[0].dtype).replace("torch.", ""), params=params, param_bytes=param_bytes,
-    )
-    if cost is None:
-        return NodeCost(**base, input_bytes=input_bytes, weight_bytes=weight_bytes, bytes_written=written,
-                        status=Status.UNSUPPORTED, note="no cost rule")
-    if cost.weight_bytes_read is not None:
-        weight_bytes = cost.weight_bytes_read
-    if is_data_movement(rule):
-        input_bytes, weight_bytes, written = _movement_bytes(outputs, {m.storage for m in inputs}, input_bytes,
-                                                             weight_bytes)
-    return NodeCost(**base, macs=int(cost.macs), flops=int(cost.flops), input_bytes=input_bytes,
-                    weight_bytes=weight_bytes, bytes_written=written, status=Status.COUNTED)
-
-
-def _weights_of(node: fx.Node, gm: fx.GraphModule) -> list[tuple[torch.Tensor, bool]]:
-    """``(tensor, is_parameter)`` for every weight the node reads."""
-    found: list[tuple[torch.Tensor, bool]] = []
-    if node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
-        found += [(p, True) for p in module.parameters()]
-        found += [(b, False) for b in module.buffers()]
-    for source in node.all_input_nodes:
-        if source.op == "get_attr":
-            value = _fetch(gm, str(source.target))
-            if isinstance(value, torch.Tensor):
-                found.append((value, isinstance(value, nn.Parameter)))
-    return found
-
-
-def _fetch(gm: fx.GraphModule, target: str) -> Any:
-    owner_path, _, name = target.rpartition(".")
-    owner = gm.get_submodule(owner_path) if owner_path else gm
-    return getattr(owner, name, None)
-
-
-def _cost_node(node, gm, propagation, rules, param_names, used, root_type) -> NodeCost:
-    values = propagation.values
-    target, op_type, key = describe_target(node, gm)
-    if node.op == "call_module":
-        module_path, module_type = str(node.target), op_type
-        if gm.meta.get("fxcost_root_leaf"):
-            module_path = ""
-    else:
-        module_path, module_type = module_location(node)
-        if not module_path and node.op not in ("placeholder", "output"):
-            module_type = root_type
-    outputs = tuple(iter_metas(values.get(node)))
-    base = dict(
-        name=node.name, op=node.op, target=target, op_type=op_type, module_path=module_path,
-        module_type=module_type, output_shapes=tuple(o.shape for o in outputs),
-        dtype=str(outputs[0].dtype).replace("torch.", "") if outputs else None,
-    )
-    partial = propagation.partial.get(node)
-    if node.op in ("placeholder", "get_attr", "output") or (not outputs and partial is None):
-        return NodeCost(**base, status=Status.NO_COMPUTE)
-
-    # Weights read and parameters counted here (a shared parameter counts at its first use).
-    weights = _weights_of(node, gm)
-    params = param_bytes = weight_bytes = 0
-    seen: set[int] = set()
-    for tensor, is_param in weights:
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        nbytes = tensor.numel() * tensor.element_size()
-        weight_bytes += nbytes
-        name = param_names.get(id(tensor))
-        if is_param and name is not None and name not in used:
-            used.add(name)
-            params += tensor.numel()
-            param_bytes += nbytes
-    weight_inputs = {n for n in node.all_input_nodes if n.op == "get_attr"}
-    activation_bytes = sum(
-        meta.nbytes for source in node.all_input_nodes if source not in weight_inputs
-        for meta in iter_metas(values.get(source))
-    )
-    written = sum(o.nbytes for o in outputs)
-
-    rule = rules.lookup(key)
+        read = weights.account([weights.by_storage[m.storage] for m in inputs if m.storage in weights.by_storage])
+    activations = [m for m in inputs if m.storage not in weights.by_storage]
+    base = _base(name, "call_inner", function_name(key), getattr(key, "__name__", str(key)),
+                 (inner.module_path, inner.module_type), outputs)
     if rule is None:
-        measured = dict(params=params, param_bytes=param_bytes, input_bytes=activation_bytes,
-                        weight_bytes=weight_bytes, bytes_written=written)
-        if node not in propagation.inner_calls:
-            return NodeCost(**base, **measured, status=Status.UNSUPPORTED, note="no cost rule")
-        cost, unknown = cost_inner_calls(propagation.inner_calls[node], rules)
-        if partial is not None:
-            missing = f"; also no cost rule for {', '.join(unknown)}" if unknown else ""
-            return NodeCost(**base, **measured, macs=cost.macs, flops=cost.flops, status=Status.PARTIAL,
-                            note=f"counted up to a data-dependent op, not beyond: {partial}{missing}")
-        if unknown:
-            return NodeCost(**base, **measured, status=Status.UNSUPPORTED,
-                            note="no cost rule for " + ", ".join(unknown))
-        calls = len(propagation.inner_calls[node])
-        return NodeCost(**base, **measured, macs=cost.macs, flops=cost.flops, status=Status.DECOMPOSED,
-                        note=f"costed from the {calls} torch calls it makes")
-    call = OpCall(
-        target=key,
-        args=tuple(_arg_meta(a, values) for a in node.args),
-        kwargs={k: _arg_meta(v, values) for k, v in node.kwargs.items()},
-        outputs=outputs,
-        module=gm.get_submodule(str(node.target)) if node.op == "call_module" else None,
-    )
-    cost: Cost = rule(call)
-    if cost.weight_bytes_read is not None:
-        weight_bytes = cost.weight_bytes_read
-    if is_data_movement(rule):
-        input_storages = {m.storage for source in node.all_input_nodes for m in iter_metas(values.get(source))}
-        activation_bytes, weight_bytes, written = _movement_bytes(outputs, input_storages, activation_bytes, weight_bytes)
-    return NodeCost(
-        **base, macs=int(cost.macs), flops=int(cost.flops), params=params, param_bytes=param_bytes,
-        input_bytes=activation_bytes, weight_bytes=weight_bytes, bytes_written=written, status=Status.COUNTED,
-    )
+        return _unpriced(base, outputs, activations, read, status=Status.UNSUPPORTED, note="no cost rule")
+    return _priced(base, call, rule, activations, read)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 import torch.fx as fx
-from torch.utils import _pytree as pytree
 
+from ._compat import pytree
 from ._errors import InvalidInputError
-from ._fake_model import fake_like
+
+
+def fake_like(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A tensor with ``tensor``'s sizes, strides and dtype on ``device``; data never read.
+
+    Must be called inside the active ``FakeTensorMode`` so the result is fake.
+    """
+    return torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device=device)
 
 
 def _is_shape(value: Any) -> bool:
@@ -108,3 +116,68 @@ def bind_placeholders(gm: fx.GraphModule, args: tuple, kwargs: dict, model_name:
                 f"{model_name}.forward() needs argument '{name}', which the example input does not give"
             )
     return bound
+
+
+def forward_parameters(module: torch.nn.Module) -> list:
+    """The ``inspect.Parameter``s of ``module.forward`` ([] when it has no signature)."""
+    try:
+        return list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return []
+
+
+def parameter_names(module: torch.nn.Module) -> list[str] | None:
+    """Names of ``module.forward``'s parameters, ``*args``/``**kwargs`` left out."""
+    parameters = forward_parameters(module)
+    if not parameters and not callable(getattr(module, "forward", None)):
+        return None
+    return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def constant_arguments(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Forward parameters the example input gives as plain Python values (ints, floats,
+    bools, strings, None) or leaves at a default of None/True/False: traced as those
+    constants, so ``range(n)`` or ``if mask is not None:`` follow the real call."""
+    if isinstance(module, fx.GraphModule):
+        return {}
+    constants = {}
+    for index, parameter in enumerate(forward_parameters(module)):
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if index < len(args) or parameter.name in kwargs:
+            value = args[index] if index < len(args) else kwargs[parameter.name]
+            if value is None or isinstance(value, (bool, int, float, str)):
+                constants[parameter.name] = value
+        elif parameter.default is not parameter.empty and (parameter.default is None or isinstance(parameter.default, bool)):
+            constants[parameter.name] = parameter.default
+    return constants
+
+
+class _Captured(Exception):
+    pass
+
+
+def inputs_of(root: torch.nn.Module, path: str, args: tuple, kwargs: dict, fake_mode) -> tuple[tuple, dict]:
+    """The (fake) arguments module ``path`` of ``root`` receives on its first call while
+    ``root`` runs on ``args``/``kwargs``, as positional and keyword arguments of its forward."""
+    target = root.get_submodule(path)
+    captured: list[tuple[tuple, dict]] = []
+
+    def hook(module, hook_args, hook_kwargs):
+        captured.append((hook_args, hook_kwargs))
+        raise _Captured
+
+    handle = target.register_forward_pre_hook(hook, with_kwargs=True)  # on the mirror, not the user's model
+    try:
+        with fake_mode, torch.no_grad():
+            root(*args, **kwargs)
+    except _Captured:
+        pass
+    except Exception as error:  # noqa: BLE001 - translated into one clear error
+        raise InvalidInputError(f"running the model to find the input of {path!r} failed: "
+                                f"{type(error).__name__}: {error}") from error
+    finally:
+        handle.remove()
+    if not captured:
+        raise InvalidInputError(f"module {path!r} is never called by the model's forward on this input")
+    return captured[0]

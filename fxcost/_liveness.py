@@ -15,66 +15,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ._records import TensorMeta
-from ._registry import iter_metas
-
-
-@dataclass(frozen=True)
-class MemoryOptions:
-    """How activations are laid out in memory. The defaults describe eager PyTorch."""
-
-    free_inputs: bool = False
-    """Free the model inputs after their last use (a memory planner's view) instead of
-    holding them for the whole call as the caller does in eager PyTorch."""
-    activation_dtype: torch.dtype | None = None
-    """Count floating-point activations at this dtype's size (e.g. ``torch.int8``)."""
-    fold_batchnorm: bool = False
-    """BatchNorm right after a conv/linear is folded into it: no buffer of its own."""
-    inplace_activations: bool = False
-    """Elementwise activations write into their input when nothing else reads it."""
-    inplace_depthwise: bool = False
-    """Depthwise convolutions overwrite their input channel by channel, needing one output
-    channel of scratch space, when nothing else reads the input."""
-    residual_accumulate: bool = False
-    """``conv/linear (-> folded BN) -> add(skip)`` accumulates into the skip buffer when the
-    skip has no later reader."""
-    weight_dtype: torch.dtype | None = None
-    """Count floating-point parameters and buffers at this dtype's size in ``peak_memory_bytes``."""
-
-    @classmethod
-    def deployment(cls, activation_dtype: torch.dtype | None = torch.int8) -> "MemoryOptions":
-        """Every assumption of a microcontroller int8 runtime (MCUNet's analytic profiling)."""
-        return cls(free_inputs=True, activation_dtype=activation_dtype, fold_batchnorm=True,
-                   inplace_activations=True, inplace_depthwise=True, residual_accumulate=True,
-                   weight_dtype=activation_dtype)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values, dtypes as names."""
-        return {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v)
-                for k, v in self.__dict__.items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MemoryOptions":
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{k: (getattr(torch, v) if k.endswith("dtype") and v is not None else v) for k, v in data.items()})
-
-
-@dataclass(frozen=True)
-class Buffer:
-    """One activation buffer and its lifetime in schedule steps (node indices)."""
-
-    id: int
-    """Number of the buffer, in allocation order."""
-    nbytes: int
-    """Size in bytes (at the counted activation dtype)."""
-    producer: str
-    """Name of the node that allocated it."""
-    module_path: str
-    """Module of that node."""
-    start: int
-    """Index of the allocating node."""
-    end: int
-    """Index of the last node during which it is alive."""
+from ._graph import called_module
+from ._options import MemoryOptions
+from ._records import Buffer, TensorMeta, iter_metas
 
 
 @dataclass(frozen=True)
@@ -83,8 +26,6 @@ class Liveness:
 
     during: tuple[int, ...]
     """Live bytes while each node runs (inputs still alive + its outputs + scratch)."""
-    after: tuple[int, ...]
-    """Live bytes after each node has run and dead buffers were freed."""
     buffers: tuple[Buffer, ...]
     """Every activation buffer."""
     peak_bytes: int
@@ -126,12 +67,12 @@ def _function_name(node: fx.Node) -> str:
     return ""
 
 
-def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
-    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+def _module(node: fx.Node) -> nn.Module | None:
+    return called_module(node) if node.op == "call_module" else None
 
 
-def _is_conv_or_linear(gm, node) -> bool:
-    return isinstance(_module(gm, node), (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+def _is_conv_or_linear(node: fx.Node) -> bool:
+    return isinstance(_module(node), (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
 
 
 def _is_depthwise(module) -> bool:
@@ -160,16 +101,11 @@ def compute_liveness(
     sizes: dict[int, int] = {}
     overwrite: dict[fx.Node, int] = {}  # node -> scratch bytes (it overwrites its input)
     alias_of: dict[fx.Node, fx.Node] = {}
-    if options.fold_batchnorm or options.inplace_activations or options.inplace_depthwise or options.residual_accumulate:
-        alias_of, overwrite = _deployment_aliases(gm, nodes, values, options, sole_user)
-
-    def scaled(nbytes: int, dtype: torch.dtype) -> int:
-        if options.activation_dtype is not None and dtype.is_floating_point:
-            return nbytes // dtype.itemsize * options.activation_dtype.itemsize
-        return nbytes
+    if options.rewrites:
+        alias_of, overwrite = _deployment_aliases(nodes, values, options, sole_user)
 
     def size_of(meta: TensorMeta) -> int:
-        return scaled(meta.storage_nbytes, meta.dtype)
+        return options.activation_size(meta.storage_nbytes, meta.dtype)
 
     for node in nodes:
         if node in alias_of:
@@ -204,12 +140,10 @@ def compute_liveness(
         for number, b in enumerate(start)
     )
     delta = [0] * (len(nodes) + 1)
-    freed = [0] * (len(nodes) + 1)
     for b in buffers:
         delta[b.start] += b.nbytes
         delta[b.end + 1] -= b.nbytes
-        freed[b.end] += b.nbytes
-    during, after = [], []
+    during = []
     live = 0
     for i, node in enumerate(nodes):
         live += delta[i]
@@ -217,7 +151,6 @@ def compute_liveness(
         if node in overwrite:  # the output lives inside the input it overwrites
             extra = overwrite[node] - sum(sizes[b] for b in holds[node] if start[b] == i)
         during.append(live + extra)
-        after.append(live - freed[i])
     peak = max(during, default=0)
     temporaries = []
     seen: set[int] = set(weight_storages)
@@ -225,23 +158,24 @@ def compute_liveness(
         metas = list(iter_metas(values.get(node)))
         created = sum(size_of(m) for m in {m.storage: m for m in metas if m.storage not in seen}.values())
         seen.update(m.storage for m in metas)
-        internal = sum(scaled(nbytes, dtype) for dtype, nbytes in (internal_peaks or {}).get(node, {}).items())
+        internal = sum(options.activation_size(nbytes, dtype)
+                       for dtype, nbytes in (internal_peaks or {}).get(node, {}).items())
         temporaries.append(0 if node in overwrite else max(0, internal - created))
-    return Liveness(tuple(during), tuple(after), buffers, peak, during.index(peak) if during else 0, tuple(temporaries))
+    return Liveness(tuple(during), buffers, peak, during.index(peak) if during else 0, tuple(temporaries))
 
 
-def _deployment_aliases(gm, nodes, values, options: MemoryOptions, sole_user):
+def _deployment_aliases(nodes, values, options: MemoryOptions, sole_user):
     alias_of: dict[fx.Node, fx.Node] = {}
     overwrite: dict[fx.Node, int] = {}
     folded: dict[fx.Node, fx.Node] = {}  # node -> the conv/linear it was folded into
     position = {node: i for i, node in enumerate(nodes)}
     for node in nodes:
-        module = _module(gm, node)
+        module = _module(node)
         source = node.all_input_nodes[0] if node.all_input_nodes else None
         if source is None:
             continue
         if (options.fold_batchnorm and isinstance(module, nn.modules.batchnorm._BatchNorm)
-                and _is_conv_or_linear(gm, source) and sole_user(source, node)):
+                and _is_conv_or_linear(source) and sole_user(source, node)):
             alias_of[node] = source
             folded[node] = source
         elif options.inplace_activations and sole_user(source, node) and (
@@ -259,10 +193,11 @@ def _deployment_aliases(gm, nodes, values, options: MemoryOptions, sole_user):
             first, second = node.all_input_nodes
             for branch, skip in ((first, second), (second, first)):
                 root = folded.get(branch, branch)
-                if (_is_conv_or_linear(gm, root) and _chain_only(root, branch, node)
+                anchor = alias_of.get(skip, skip)
+                if (_is_conv_or_linear(root) and _chain_only(root, branch, node)
+                        and position[anchor] < position[root]  # the skip's buffer exists when the branch writes
                         and max(position[u] for u in skip.users) == position[node]
                         and next(iter_metas(values[branch])).shape == next(iter_metas(values[skip])).shape):
-                    anchor = alias_of.get(skip, skip)
                     for member in _chain(root, branch):
                         alias_of[member] = anchor
                     alias_of[node] = anchor

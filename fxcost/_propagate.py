@@ -7,24 +7,31 @@ whose weights live on the ``meta`` device propagates exactly like one with real 
 from __future__ import annotations
 
 import logging
-import weakref
 import os
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 import torch.fx as fx
-import torch.fx.immutable_collections
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils import _pytree as pytree
 
+from ._compat import (
+    FAKE_TENSOR_LOGGER,
+    IMMUTABLE_DICT,
+    IMMUTABLE_LIST,
+    FakeTensorMode,
+    TorchDispatchMode,
+    TorchFunctionMode,
+    is_data_dependent,
+    pytree,
+    register_global_module_hooks,
+    storage_key,
+)
 from ._errors import ShapePropagationError
-from ._records import TensorMeta, iter_instances
+from ._graph import called_module, module_of
+from ._records import TensorMeta, dtype_name, iter_instances
 from ._trace import user_frame
 
 _FRAME = re.compile(r'^File "([^"]+)", line (\d+)')
@@ -33,13 +40,8 @@ _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
 def tensor_meta(tensor: torch.Tensor) -> TensorMeta:
     """The :class:`TensorMeta` of a (fake) tensor."""
-    storage = tensor.untyped_storage()
-    return TensorMeta(
-        tuple(int(size) for size in tensor.shape),
-        tensor.dtype,
-        StorageWeakRef(storage).cdata,
-        int(storage.nbytes()),
-    )
+    return TensorMeta(tuple(int(size) for size in tensor.shape), tensor.dtype, storage_key(tensor),
+                      int(tensor.untyped_storage().nbytes()))
 
 
 def to_meta_structure(value: Any) -> Any:
@@ -100,10 +102,7 @@ class _CallRecorder(TorchFunctionMode):
         self.where: list[tuple[str, str]] = [(outer_path, type(outer).__name__ if outer is not None else "")]
 
     def __enter__(self):
-        self.handles = [
-            nn.modules.module.register_module_forward_pre_hook(self._enter_module),
-            nn.modules.module.register_module_forward_hook(self._leave_module, with_kwargs=True, always_call=True),
-        ]
+        self.handles = register_global_module_hooks(self._enter_module, self._leave_module)
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -151,7 +150,7 @@ class _AllocationTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         for leaf in _tensors((args, kwargs)):
-            key = leaf.untyped_storage()._cdata
+            key = storage_key(leaf)
             if key not in self.sizes:
                 self.known.add(key)  # created before this node: not a temporary
         out = func(*args, **kwargs)
@@ -166,13 +165,12 @@ class _AllocationTracker(TorchDispatchMode):
         return out
 
     def _track(self, tensor: torch.Tensor) -> None:
-        storage = tensor.untyped_storage()
-        key = storage._cdata
+        key = storage_key(tensor)
         if key in self.known:
             return
         if key not in self.holders:
             self.holders[key] = 0
-            self.sizes[key] = (tensor.dtype, int(storage.nbytes()))
+            self.sizes[key] = (tensor.dtype, int(tensor.untyped_storage().nbytes()))
             self.current += self.sizes[key][1]
         self.holders[key] += 1
         weakref.finalize(tensor, self._release, key)
@@ -220,9 +218,8 @@ class _Propagator(fx.Interpreter):
         try:
             with _AllocationTracker() as tracker:
                 if n.op in ("call_function", "call_method", "call_module") and self.look_inside(n):
-                    outer = self.module.get_submodule(str(n.target)) if n.op == "call_module" else None
-                    outer_path = "" if self.module.meta.get("fxcost_root_leaf") else str(n.target)
-                    recorder = _CallRecorder(self.has_rule, outer, outer_path if outer is not None else "")
+                    outer = called_module(n) if n.op == "call_module" else None
+                    recorder = _CallRecorder(self.has_rule, outer, module_of(n)[0] if outer is not None else "")
                     with recorder:
                         result = super().run_node(n)
                     self.result.inner_calls[n] = recorder.calls
@@ -231,7 +228,7 @@ class _Propagator(fx.Interpreter):
                         self._check_input_dtype(n)
                     result = super().run_node(n)
         except Exception as error:  # noqa: BLE001 - translated into one clear error
-            if recorder is not None and _data_dependent(error) and all(u.op == "output" for u in n.users):
+            if recorder is not None and is_data_dependent(error) and all(u.op == "output" for u in n.users):
                 # Nothing in the graph needs this node's value: keep what ran before the
                 # data-dependent op (e.g. a detector's backbone and heads before its NMS).
                 self.result.inner_calls[n] = recorder.calls
@@ -248,7 +245,7 @@ class _Propagator(fx.Interpreter):
     def _check_input_dtype(self, n: fx.Node) -> None:
         """Real kernels refuse a float32 layer fed int64 or float16 data; meta kernels do not
         always check, so check here (lookup layers such as Embedding take integer indices)."""
-        module = self.module.get_submodule(str(n.target))
+        module = called_module(n)
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor) or not weight.dtype.is_floating_point:
             return
@@ -258,8 +255,8 @@ class _Propagator(fx.Interpreter):
             return
         if not first.dtype.is_floating_point and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             return
-        raise TypeError(f"{type(module).__name__} has {str(weight.dtype).replace('torch.', '')} weights but its input "
-                        f"is {str(first.dtype).replace('torch.', '')}: give the example input the weights' dtype "
+        raise TypeError(f"{type(module).__name__} has {dtype_name(weight.dtype)} weights but its input "
+                        f"is {dtype_name(first.dtype)}: give the example input the weights' dtype "
                         "(or convert the model)")
 
     def _received(self, n: fx.Node) -> str:
@@ -268,17 +265,17 @@ class _Propagator(fx.Interpreter):
             args, kwargs = super().fetch_args_kwargs_from_env(n)
         except Exception:  # noqa: BLE001 - only for a message
             return ""
-        shapes = [f"[{', '.join(map(str, t.shape))}] {str(t.dtype).replace('torch.', '')}"
+        shapes = [f"[{', '.join(map(str, t.shape))}] {dtype_name(t.dtype)}"
                   for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        layer = repr(self.module.get_submodule(str(n.target))) if n.op == "call_module" else n.format_node()
+        layer = repr(called_module(n)) if n.op == "call_module" else n.format_node()
         layer = layer if len(layer) < 200 else layer[:200] + "..."
         return f"{layer} received {', '.join(shapes) or 'no tensors'}"
 
 
 def _mutable(value: Any) -> Any:
-    if isinstance(value, fx.immutable_collections.immutable_list):
+    if isinstance(value, IMMUTABLE_LIST):
         return [_mutable(v) for v in value]
-    if isinstance(value, fx.immutable_collections.immutable_dict):
+    if isinstance(value, IMMUTABLE_DICT):
         return {k: _mutable(v) for k, v in value.items()}
     if type(value) is tuple:  # not named tuples / torch.return_types, which must keep their type
         return tuple(_mutable(v) for v in value)
@@ -303,7 +300,7 @@ def propagate(
     """
     propagator = _Propagator(gm, look_inside, has_rule)
     propagator.source_of = source_of
-    fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+    fake_log = logging.getLogger(FAKE_TENSOR_LOGGER)
     level = fake_log.level
     fake_log.setLevel(logging.CRITICAL)  # failures are re-raised with context, not logged
     try:
@@ -317,13 +314,10 @@ def propagate(
 
 def _node_error(node: fx.Node, error: Exception, received: str = "",
                 source_of: Callable[[fx.Node], str | None] | None = None) -> ShapePropagationError:
-    stack = node.meta.get("nn_module_stack") or {}
-    path = next(reversed(stack.values()))[0] if stack else ""
-    if node.op == "call_module":
-        path = str(node.target)
+    path = module_of(node)[0]
     where = f"in module '{path}' " if path else ""
     reason = str(error).split("\n\nWhile executing")[0].strip()
-    data_dependent = _data_dependent(error)
+    data_dependent = is_data_dependent(error)
     if data_dependent:
         reason = ("the code depends on tensor values (control flow on data, or an output whose size "
                   "depends on data), which cannot be known without running on real data: " + reason.splitlines()[0])
@@ -341,16 +335,6 @@ def _node_error(node: fx.Node, error: Exception, received: str = "",
     else:
         lines.append("  check that the example input has the shape, dtype and number of arguments this model expects")
     return ShapePropagationError("\n".join(lines))
-
-
-def _data_dependent(error: BaseException) -> bool:
-    from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
-
-    while error is not None:
-        if isinstance(error, (DataDependentOutputException, DynamicOutputShapeException)):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def source_line_by_retrace(retrace: Callable[[], fx.GraphModule]) -> Callable[[fx.Node], str | None]:

@@ -1,12 +1,26 @@
-"""Plain records passed between the analysis stages."""
+"""Plain records: what the analysis stages hand to each other and what views read.
+
+The bottom layer: this module imports no other fxcost module but the errors.
+"""
 
 from __future__ import annotations
 
 import enum
 import math
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
+
+
+def dtype_name(dtype: torch.dtype | None) -> str | None:
+    """``torch.float32`` -> ``"float32"`` (None stays None)."""
+    return None if dtype is None else str(dtype).replace("torch.", "")
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    """``"float32"`` -> ``torch.float32``."""
+    return getattr(torch, name)
 
 
 @dataclass(frozen=True)
@@ -30,7 +44,7 @@ class TensorMeta:
     @property
     def itemsize(self) -> int:
         """Bytes per element."""
-        return dtype_itemsize(self.dtype)
+        return self.dtype.itemsize
 
     @property
     def nbytes(self) -> int:
@@ -38,7 +52,7 @@ class TensorMeta:
         return self.numel * self.itemsize
 
 
-def iter_instances(value, cls):
+def iter_instances(value: Any, cls: type) -> Iterator[Any]:
     """Every instance of ``cls`` inside nested tuples/lists/dicts, in order."""
     if isinstance(value, cls):
         yield value
@@ -48,6 +62,25 @@ def iter_instances(value, cls):
     elif isinstance(value, dict):
         for item in value.values():
             yield from iter_instances(item, cls)
+
+
+def iter_metas(value: Any) -> Iterator[TensorMeta]:
+    """Every :class:`TensorMeta` inside a nested tuple/list/dict value."""
+    return iter_instances(value, TensorMeta)
+
+
+def bytes_read(tensors: Any) -> int:
+    """Bytes an op reads from its distinct input tensors ``tensors`` (TensorMetas; a tensor
+    passed twice, as in ``x + x``, is given once): a storage read through several views by
+    one op is read at most once in full, so each storage contributes the bytes of its views,
+    capped at the storage's size."""
+    per_storage: dict[int, int] = {}
+    capacity: dict[int, int] = {}
+    for meta in tensors:
+        per_storage[meta.storage] = per_storage.get(meta.storage, 0) + meta.nbytes
+        capacity[meta.storage] = meta.storage_nbytes
+    return sum(min(nbytes, capacity[storage]) if capacity[storage] else nbytes
+               for storage, nbytes in per_storage.items())
 
 
 class MovesBytes:
@@ -63,11 +96,6 @@ class MovesBytes:
         """Arithmetic intensity, FLOPs per byte moved (0 when nothing moves)."""
         moved = self.bytes_moved
         return self.flops / moved if moved else 0.0
-
-
-def dtype_itemsize(dtype: torch.dtype) -> int:
-    """Bytes per element of ``dtype``."""
-    return dtype.itemsize
 
 
 class Status(str, enum.Enum):
@@ -96,3 +124,109 @@ class Cost:
     """All floating-point operations: 2 per MAC plus elementwise work."""
     weight_bytes_read: int | None = None
     """Bytes of weights/buffers the op really reads, when not all of them (e.g. embedding rows)."""
+
+
+@dataclass(frozen=True)
+class NodeCost(MovesBytes):
+    """The cost of one graph node. Counts cover one forward call on the example input."""
+
+    name: str
+    """The fx node name (unique in the graph)."""
+    op: str
+    """fx opcode: placeholder, get_attr, call_module, call_function, call_method or output."""
+    target: str
+    """What was called: a module class, a function or a ``Tensor.method``, fully qualified."""
+    op_type: str
+    """Short name of the target, used to group nodes: ``Conv2d``, ``add``, ``matmul``..."""
+    module_path: str
+    """Path of the module the node belongs to (``layer1.0.conv2``); ``''`` for the root."""
+    module_type: str
+    """Class name of that module."""
+    output_shapes: tuple[tuple[int, ...], ...]
+    """Shape of every tensor the node outputs."""
+    dtype: str | None
+    """dtype of the first output tensor (``float32``), or None when it outputs no tensor."""
+    macs: int = 0
+    """Multiply-accumulates of matmul-class work."""
+    flops: int = 0
+    """Floating-point operations (2 per MAC plus elementwise work)."""
+    params: int = 0
+    """Parameters first used by this node (a shared parameter counts once, at its first use)."""
+    param_bytes: int = 0
+    """Bytes of those parameters."""
+    input_bytes: int = 0
+    """Bytes of input activations read."""
+    weight_bytes: int = 0
+    """Bytes of parameters and buffers read."""
+    bytes_written: int = 0
+    """Bytes of outputs written."""
+    status: Status = Status.COUNTED
+    """Whether a cost rule matched (``unsupported``: MACs and FLOPs are unknown, not zero)."""
+    note: str = ""
+    """How the cost was found when not by a rule of its own, or why it is unknown."""
+    live_bytes: int = 0
+    """Activation bytes alive while this node runs (see ``Report.peak_activation_bytes``)."""
+    temporary_bytes: int = 0
+    """Bytes the node allocates internally beyond its outputs and frees before returning."""
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read: input activations plus weights and buffers."""
+        return self.input_bytes + self.weight_bytes
+
+    @property
+    def supported(self) -> bool:
+        """False when the node's MACs/FLOPs are unknown or only a lower bound."""
+        return self.status not in (Status.UNSUPPORTED, Status.PARTIAL)
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One activation buffer and its lifetime in schedule steps (node indices)."""
+
+    id: int
+    """Number of the buffer, in allocation order."""
+    nbytes: int
+    """Size in bytes (at the counted activation dtype)."""
+    producer: str
+    """Name of the node that allocated it."""
+    module_path: str
+    """Module of that node."""
+    start: int
+    """Index of the allocating node."""
+    end: int
+    """Index of the last node during which it is alive."""
+
+
+@dataclass(frozen=True)
+class GroupCost(MovesBytes):
+    """Summed costs of a group of nodes: a module (with its submodules) or an op type."""
+
+    key: str
+    """Module path (``''`` = ops called directly by the root's forward) or op type."""
+    module_type: str
+    """Class name of the module (module groups) or the op's target (op groups)."""
+    depth: int
+    """Number of components of the module path (0 for op groups and the root)."""
+    nodes: int
+    """Number of nodes in the group that do work (placeholders and outputs excluded)."""
+    macs: int
+    """Summed multiply-accumulates."""
+    flops: int
+    """Summed FLOPs."""
+    params: int
+    """Parameters first used inside the group."""
+    param_bytes: int
+    """Bytes of those parameters."""
+    bytes_read: int
+    """Summed bytes read (activations and weights)."""
+    bytes_written: int
+    """Summed bytes written."""
+    peak_live_bytes: int
+    """Peak live activation bytes while the group's nodes run."""
+    unsupported: int
+    """Nodes of the group without a cost rule (their MACs/FLOPs are unknown)."""
+    macs_share: float
+    """Fraction of the model's MACs (0..1)."""
+    flops_share: float
+    """Fraction of the model's FLOPs (0..1)."""

@@ -8,12 +8,12 @@ names as strings (``call_method`` nodes: ``"view"``, ``"add_"``...).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import torch
 
-from ._records import Cost, TensorMeta, iter_instances
+from ._records import Cost, TensorMeta, iter_metas
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,6 @@ class OpCall:
     """Every tensor the call returned, flattened in order."""
     module: torch.nn.Module | None = None
     """The module instance for ``call_module`` nodes (its parameters are fake tensors)."""
-    signature: tuple[str, ...] = field(default=(), compare=False)
-    """Parameter names of the target, to look arguments up by name."""
 
     @property
     def inputs(self) -> tuple[TensorMeta, ...]:
@@ -53,11 +51,6 @@ class OpCall:
         if index < len(self.args):
             return self.args[index]
         return default
-
-
-def iter_metas(value: Any) -> Iterator[TensorMeta]:
-    """Every :class:`TensorMeta` inside a nested tuple/list/dict value."""
-    return iter_instances(value, TensorMeta)
 
 
 Rule = Callable[[OpCall], Cost]

@@ -1,73 +1,19 @@
-"""The analysis result: per-node records and model totals."""
+"""The analysis result: per-node records, model totals, and every view of them.
+
+``Report`` sits on top of the view modules (tables, aggregation, roofline, comparison): it
+holds the records and offers each view as a method; the views import only the records.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._aggregate import GroupCost
-    from ._compare import ReportDiff
-    from ._roofline import Roofline
-
-from ._liveness import Buffer, MemoryOptions
-from ._records import MovesBytes, Status
-
-
-@dataclass(frozen=True)
-class NodeCost(MovesBytes):
-    """The cost of one graph node. Counts cover one forward call on the example input."""
-
-    name: str
-    """The fx node name (unique in the graph)."""
-    op: str
-    """fx opcode: placeholder, get_attr, call_module, call_function, call_method or output."""
-    target: str
-    """What was called: a module class, a function or a ``Tensor.method``, fully qualified."""
-    op_type: str
-    """Short name of the target, used to group nodes: ``Conv2d``, ``add``, ``matmul``..."""
-    module_path: str
-    """Path of the module the node belongs to (``layer1.0.conv2``); ``''`` for the root."""
-    module_type: str
-    """Class name of that module."""
-    output_shapes: tuple[tuple[int, ...], ...]
-    """Shape of every tensor the node outputs."""
-    dtype: str | None
-    """dtype of the first output tensor (``float32``), or None when it outputs no tensor."""
-    macs: int = 0
-    """Multiply-accumulates of matmul-class work."""
-    flops: int = 0
-    """Floating-point operations (2 per MAC plus elementwise work)."""
-    params: int = 0
-    """Parameters first used by this node (a shared parameter counts once, at its first use)."""
-    param_bytes: int = 0
-    """Bytes of those parameters."""
-    input_bytes: int = 0
-    """Bytes of input activations read."""
-    weight_bytes: int = 0
-    """Bytes of parameters and buffers read."""
-    bytes_written: int = 0
-    """Bytes of outputs written."""
-    status: Status = Status.COUNTED
-    """Whether a cost rule matched (``unsupported``: MACs and FLOPs are unknown, not zero)."""
-    note: str = ""
-    """How the cost was found when not by a rule of its own, or why it is unknown."""
-    live_bytes: int = 0
-    """Activation bytes alive while this node runs (see :attr:`Report.peak_activation_bytes`)."""
-    temporary_bytes: int = 0
-    """Bytes the node allocates internally beyond its outputs and frees before returning."""
-
-    @property
-    def bytes_read(self) -> int:
-        """Bytes read: input activations plus weights and buffers."""
-        return self.input_bytes + self.weight_bytes
-
-    @property
-    def supported(self) -> bool:
-        """False when the node's MACs/FLOPs are unknown or only a lower bound."""
-        return self.status not in (Status.UNSUPPORTED, Status.PARTIAL)
+from . import _aggregate, _compare, _roofline, _table
+from ._options import MemoryOptions
+from ._records import Buffer, GroupCost, MovesBytes, NodeCost, Status
 
 
 @dataclass(frozen=True)
@@ -163,44 +109,28 @@ class Report(MovesBytes):
 
     def total(self, module_path: str = "") -> NodeCost:
         """Summed costs of the nodes inside ``module_path`` ('' = the whole model)."""
-        from ._aggregate import total
+        return _aggregate.total(self, module_path)
 
-        return total(self, module_path)
-
-    def by_module(self, depth: int = 1) -> "list[GroupCost]":
+    def by_module(self, depth: int = 1) -> list[GroupCost]:
         """Summed costs per module down to ``depth`` levels (see :class:`GroupCost`)."""
-        from ._aggregate import by_module
+        return _aggregate.by_module(self, depth)
 
-        return by_module(self, depth)
-
-    def by_op(self) -> "list[GroupCost]":
+    def by_op(self) -> list[GroupCost]:
         """Summed costs and shares per op type (Conv2d, Linear, add, matmul...)."""
-        from ._aggregate import by_op
-
-        return by_op(self)
+        return _aggregate.by_op(self)
 
     def module_peaks(self, paths: Any = None, depth: int | None = None) -> dict[str, int]:
         """Peak live activation bytes while each module's nodes run (per-block peak memory)."""
-        from ._aggregate import module_peaks
+        return _aggregate.module_peaks(self, paths, depth)
 
-        return module_peaks(self, paths, depth)
-
-    def alive_at_peak(self) -> tuple[Buffer, ...]:
-        """The buffers alive at the peak, largest first (same as :attr:`peak_buffers`)."""
-        return self.peak_buffers
-
-    def roofline(self, hardware: Any) -> "Roofline":
+    def roofline(self, hardware: Any) -> "_roofline.Roofline":
         """Per-node roofline lower bounds on ``hardware`` (a preset name from
         ``fxcost.HARDWARE`` or an ``fxcost.Hardware``)."""
-        from ._roofline import roofline
+        return _roofline.roofline(self, hardware)
 
-        return roofline(self, hardware)
-
-    def diff(self, other: "Report", depth: int = 1) -> "ReportDiff":
+    def diff(self, other: "Report", depth: int = 1) -> "_compare.ReportDiff":
         """Per-module and total deltas from this report to ``other``."""
-        from ._compare import compare
-
-        return compare(self, other, depth)
+        return _compare.compare(self, other, depth)
 
     # --- export -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -245,39 +175,27 @@ class Report(MovesBytes):
         largest first), ``top`` (the N most expensive nodes), ``raw`` (exact integers),
         ``max_width`` (default 100 columns), ``all_nodes``.
         """
-        from ._table import format_report
-
-        return format_report(self, **options)
+        return _table.format_report(self, **options)
 
     def module_table(self, depth: int = 1, columns: Any = None, raw: bool = False, max_width: int | None = 100) -> str:
         """Costs summed per module down to ``depth`` levels, indented like torchinfo."""
-        from ._table import MODULE_COLUMNS, group_table
-
-        return group_table(self.by_module(depth), columns or MODULE_COLUMNS, raw, max_width)
+        return _table.group_table(self.by_module(depth), columns or _table.MODULE_COLUMNS, raw, max_width)
 
     def op_table(self, columns: Any = None, raw: bool = False, max_width: int | None = 100) -> str:
         """Costs, counts and shares of the total per op type."""
-        from ._table import OP_COLUMNS, group_table
-
-        return group_table(self.by_op(), columns or OP_COLUMNS, raw, max_width)
+        return _table.group_table(self.by_op(), columns or _table.OP_COLUMNS, raw, max_width)
 
     def summary(self, raw: bool = False) -> str:
         """The model totals in human units, one per line."""
-        from ._table import summary
-
-        return summary(self, raw)
+        return _table.summary(self, raw)
 
     def to_csv(self) -> str:
         """Every node as a CSV row of exact integers."""
-        from ._table import nodes_csv
-
-        return nodes_csv(self)
+        return _table.nodes_csv(self)
 
     def to_markdown(self, **options: Any) -> str:
         """The per-node table as a GitHub Markdown table (same options as :meth:`table`)."""
-        from ._table import node_table
-
-        return node_table(self, tablefmt="github", max_width=options.pop("max_width", None), **options)
+        return _table.node_table(self, tablefmt="github", max_width=options.pop("max_width", None), **options)
 
     def __str__(self) -> str:
         return self.table()

@@ -15,8 +15,8 @@ from ._records import Status
 from ._units import format_bytes, format_count
 
 if TYPE_CHECKING:
-    from ._aggregate import GroupCost
-    from ._report import NodeCost, Report
+    from ._records import GroupCost, NodeCost
+    from ._report import Report
 
 
 class Kind(enum.Enum):
@@ -266,7 +266,7 @@ def format_report(report: "Report", raw: bool = False, **options: Any) -> str:
 
 def nodes_csv(report: "Report") -> str:
     """Every node record as a CSV row with exact integers (shapes as ``1x3x224x224;...``)."""
-    from ._report import NodeCost
+    from ._records import NodeCost
 
     fields = [f.name for f in dataclasses.fields(NodeCost)] + ["bytes_read", "intensity"]
     buffer = io.StringIO()

@@ -12,6 +12,7 @@ import torch.fx as fx
 from torch import nn
 
 from ._errors import TraceError
+from ._graph import MODULE_KEY
 
 #: ``torch.nn`` modules that are compositions of other modules: traced through, so
 #: their parts are costed by the parts' own rules.
@@ -69,7 +70,7 @@ def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concret
         return fx.GraphModule(root, root.graph)
     tracer = CostTracer(leaf_modules, leaf_paths, record_stack_traces)
     if tracer.is_leaf_module(root, ""):
-        return _leaf_root_graph(root)
+        return _leaf_root_graph(root, runnable)
     try:
         graph = tracer.trace(root, concrete_args=concrete_args)
     except Exception as error:  # noqa: BLE001 - translated into one clear error
@@ -94,7 +95,7 @@ def trace_with_fallback(
                 raise
             reason = error.reason + (f" (at {error.source_line})" if error.source_line else "")
             if not path:
-                return _leaf_root_graph(root), {"": reason}
+                return _leaf_root_graph(root, runnable=False), {"": reason}
             fallbacks[path] = reason
 
 
@@ -129,7 +130,7 @@ def _trace_error(error: Exception, tracer: CostTracer) -> TraceError:
     return result
 
 
-def _leaf_root_graph(root: nn.Module) -> fx.GraphModule:
+def _leaf_root_graph(root: nn.Module, runnable: bool) -> fx.GraphModule:
     """A one-node graph calling ``root``, so a bare leaf module is costed by its module rule."""
     graph = fx.Graph()
     positional, keywords = [], {}
@@ -142,9 +143,9 @@ def _leaf_root_graph(root: nn.Module) -> fx.GraphModule:
             positional.append(node)
         else:
             keywords[name] = node
-    graph.output(graph.call_module(ROOT_LEAF, tuple(positional), keywords))
+    call = graph.call_module(ROOT_LEAF, tuple(positional), keywords)
+    call.meta[MODULE_KEY] = ("", type(root).__name__)  # it is the model itself, not a submodule
+    graph.output(call)
     holder = nn.Module()
     holder.add_module(ROOT_LEAF, root)
-    gm = fx.GraphModule(holder, graph, type(root).__name__)
-    gm.meta["fxcost_root_leaf"] = True
-    return gm
+    return (fx.GraphModule if runnable else GraphOnlyModule)(holder, graph, type(root).__name__)

@@ -10,7 +10,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from ._compat import new_fake_mode
 
 from ._errors import InvalidInputError
 
@@ -24,7 +24,7 @@ def _shapes(gm: fx.GraphModule, example_input: Any) -> dict[fx.Node, torch.Size]
     from ._inputs import bind_placeholders, fake_arguments, input_device, split_example_input
 
     args, kwargs = split_example_input(example_input)
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fake_mode = new_fake_mode()
     with fake_mode:
         fake_args, fake_kwargs = fake_arguments(args, kwargs, input_device(args, kwargs))
     bound = bind_placeholders(gm, fake_args, fake_kwargs, type(gm).__name__)

@@ -1,24 +1,32 @@
-"""A stand-in for the user's model whose parameters and buffers are fake tensors.
+"""The mirror: a stand-in for the user's model whose parameters and buffers are fake tensors.
 
-The stand-in mirrors the module tree with shallow copies, so tracing and shape
-propagation can run (and even mutate buffers, as BatchNorm does in training) without
-touching the user's modules, reading their weights or materialising ``meta`` tensors.
+The mirror copies the module tree shallowly, so tracing and shape propagation can run (and
+even mutate buffers, as BatchNorm does in training, or register hooks) without touching the
+user's modules, reading their weights or materialising ``meta`` tensors.
 """
 
 from __future__ import annotations
 
-import copy
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ._compat import fake_from_meta
 from ._errors import InvalidModelError
 from ._quantized import StandIn, is_quantized_module, stand_in
 
+#: Per-module hook tables: the mirror gets its own copies, so hooks registered on it
+#: never reach the user's modules.
+_HOOK_TABLES = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
+                "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+                "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
 
 @dataclass
-class FakeModel:
+class Mirror:
     """The stand-in module plus the way back to the user's parameter names."""
 
     module: nn.Module
@@ -27,30 +35,27 @@ class FakeModel:
     """``id()`` of every fake parameter/buffer -> its qualified name in the user's model."""
     stand_ins: dict[str, StandIn] = field(default_factory=dict)
     """Module path -> the float module standing in for a converted quantized module there."""
+    prefix: str = ""
+    """Path of :attr:`module` in the user's model (set by :meth:`narrow`)."""
+
+    def narrow(self, path: str) -> "Mirror":
+        """The mirror of the submodule at ``path``: names and stand-in paths become relative."""
+        start = path + "."
+        return Mirror(
+            self.module.get_submodule(path),
+            {key: name[len(start):] for key, name in self.names.items() if name.startswith(start)},
+            {p[len(start):]: s for p, s in self.stand_ins.items() if p.startswith(start)},
+            self.prefix + start,
+        )
 
 
-def fake_like(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A tensor with ``tensor``'s sizes, strides and dtype on ``device``; data never read.
-
-    Must be called inside the active ``FakeTensorMode`` so the result is fake.
-    """
-    return torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device=device)
-
-
-def _fake_from_meta(fake_mode, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Like :func:`fake_like`, built from a meta tensor without dispatch (call it outside
-    the fake mode: the meta tensor must be a plain one)."""
-    meta = torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device="meta")
-    return fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, meta, device)
-
-
-def fake_model(model: nn.Module, fake_mode, device: torch.device, mode: str | None,
-               exclude: tuple[str, ...] = ()) -> FakeModel:
+def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bool | None,
+                 exclude: tuple[str, ...] = ()) -> Mirror:
     """Mirror ``model`` with fake tensors of ``fake_mode`` (call it outside that mode).
 
-    ``mode`` is ``"eval"``, ``"train"`` or ``None`` (keep each module's own flag).
-    Shared submodules and tied parameters stay shared in the mirror. Modules at the paths
-    in ``exclude`` are replaced by ``nn.Identity`` in the mirror.
+    ``training`` is the flag every module gets (None: each keeps its own). Shared submodules
+    and tied parameters stay shared in the mirror. Modules at the paths in ``exclude`` are
+    replaced by ``nn.Identity`` in the mirror.
     """
     names: dict[int, str] = {}
     tensors: dict[int, torch.Tensor] = {}
@@ -62,10 +67,7 @@ def fake_model(model: nn.Module, fake_mode, device: torch.device, mode: str | No
             return None
         key = id(value)
         if key not in tensors:
-            fake = _fake_from_meta(fake_mode, value, device)
-            if is_param:
-                # what nn.Parameter() does to a tensor subclass, minus its dispatched detach()
-                fake._is_param = True
+            fake = fake_from_meta(fake_mode, value, device, parameter=is_param)
             tensors[key] = fake
             names[id(fake)] = qualified
         return tensors[key]
@@ -86,7 +88,7 @@ def fake_model(model: nn.Module, fake_mode, device: torch.device, mode: str | No
             clone = mirror(replacement.module, prefix)
             modules[id(module)] = clone
             return clone
-        clone = copy.copy(module)
+        clone = _shallow_copy(module)
         modules[id(module)] = clone
         state = clone.__dict__
         state["_parameters"] = {
@@ -99,8 +101,8 @@ def fake_model(model: nn.Module, fake_mode, device: torch.device, mode: str | No
             name: None if child is None else mirror(child, f"{prefix}{name}.")
             for name, child in module._modules.items()
         }
-        if mode is not None:
-            state["training"] = mode == "train"
+        if training is not None:
+            state["training"] = training
         return clone
 
     root = mirror(model, "")
@@ -108,4 +110,16 @@ def fake_model(model: nn.Module, fake_mode, device: torch.device, mode: str | No
         owner_path, _, name = path.rpartition(".")
         owner = root.get_submodule(owner_path) if owner_path else root
         owner.__dict__["_modules"] = {**owner._modules, name: nn.Identity()}
-    return FakeModel(root, names, stand_ins)
+    return Mirror(root, names, stand_ins)
+
+
+def _shallow_copy(module: nn.Module) -> nn.Module:
+    """A new module object of the same class sharing ``module``'s attributes, except its
+    hook tables, which are its own."""
+    clone = object.__new__(type(module))
+    clone.__dict__.update(module.__dict__)
+    for table in _HOOK_TABLES:
+        value = module.__dict__.get(table)
+        if isinstance(value, dict):
+            clone.__dict__[table] = OrderedDict(value)
+    return clone

@@ -1,0 +1,84 @@
+"""Facts about one graph node, each answered in one place: which module it belongs to, what
+it calls, the module it runs, the attribute it fetches."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ._compat import module_stack
+
+#: ``node.meta`` key of ``(module path, module class name)`` where fxcost sets it itself
+#: (the model used as its own leaf; calls recorded inside a module kept whole).
+MODULE_KEY = "fxcost_module"
+
+_OPERATORS = frozenset(id(f) for f in vars(operator).values() if callable(f))
+
+
+def module_of(node: fx.Node, root_type: str = "") -> tuple[str, str]:
+    """``(module_path, module_type)`` of the module ``node`` belongs to: the module a
+    ``call_module`` node calls, else the innermost module whose forward made the call
+    (``''`` and ``root_type`` for the root's own forward; ``('', '')`` for placeholders and
+    the output)."""
+    if MODULE_KEY in node.meta:
+        return node.meta[MODULE_KEY]
+    if node.op == "call_module":
+        return str(node.target), type(called_module(node)).__name__
+    stack = module_stack(node)
+    if stack:
+        path, cls = next(reversed(stack.values()))
+        return path, getattr(cls, "__name__", str(cls))
+    if node.op in ("placeholder", "output"):
+        return "", ""
+    return "", root_type
+
+
+def called_module(node: fx.Node) -> nn.Module:
+    """The module a ``call_module`` node calls."""
+    return node.graph.owning_module.get_submodule(str(node.target))
+
+
+def fetched_attribute(node: fx.Node) -> Any:
+    """The value a ``get_attr`` node fetches (None if it is gone)."""
+    owner_path, _, name = str(node.target).rpartition(".")
+    root = node.graph.owning_module
+    owner = root.get_submodule(owner_path) if owner_path else root
+    return getattr(owner, name, None)
+
+
+def describe_target(node: fx.Node) -> tuple[str, str, Any]:
+    """``(target, op_type, rule_key)`` of a node: readable names plus the registry key."""
+    if node.op == "call_module":
+        cls = type(called_module(node))
+        return f"{cls.__module__}.{cls.__qualname__}", cls.__name__, cls
+    if node.op == "call_function":
+        return function_name(node.target), getattr(node.target, "__name__", repr(node.target)), node.target
+    if node.op == "call_method":
+        return f"Tensor.{node.target}", str(node.target), str(node.target)
+    return str(node.target), node.op, None
+
+
+def function_name(fn: Any) -> str:
+    """Qualified name of a function or method as the tables show it (``torch.nn.functional.relu``,
+    ``operator.add``, ``Tensor.view``)."""
+    if isinstance(fn, str):
+        return f"Tensor.{fn}"
+    name = getattr(fn, "__name__", repr(fn))
+    owner = getattr(fn, "__module__", None) or ("operator" if id(fn) in _OPERATORS else "")
+    if owner == "_operator":
+        owner = "operator"
+    return f"{owner}.{name}" if owner else name
+
+
+def call_key(func: Any) -> Any:
+    """Registry key of a call seen at the torch-function level: the method name for
+    ``Tensor`` methods, else the function itself."""
+    name = getattr(func, "__name__", None)
+    qualname = getattr(func, "__qualname__", "") or ""
+    if name and (getattr(torch.Tensor, name, None) is func or qualname.startswith(("TensorBase.", "Tensor."))):
+        return name
+    return func

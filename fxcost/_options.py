@@ -1,0 +1,155 @@
+"""The options of one analysis, validated once, up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ._errors import InvalidInputError, InvalidModelError
+from ._records import dtype_from_name, dtype_name
+from ._registry import RULES, OpCall, RuleRegistry
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """How activations are laid out in memory. The defaults describe eager PyTorch."""
+
+    free_inputs: bool = False
+    """Free the model inputs after their last use (a memory planner's view) instead of
+    holding them for the whole call as the caller does in eager PyTorch."""
+    activation_dtype: torch.dtype | None = None
+    """Count floating-point activations at this dtype's size (e.g. ``torch.int8``)."""
+    fold_batchnorm: bool = False
+    """BatchNorm right after a conv/linear is folded into it: no buffer of its own."""
+    inplace_activations: bool = False
+    """Elementwise activations write into their input when nothing else reads it."""
+    inplace_depthwise: bool = False
+    """Depthwise convolutions overwrite their input channel by channel, needing one output
+    channel of scratch space, when nothing else reads the input."""
+    residual_accumulate: bool = False
+    """``conv/linear (-> folded BN) -> add(skip)`` accumulates into the skip buffer when the
+    skip has no later reader."""
+    weight_dtype: torch.dtype | None = None
+    """Count floating-point parameters and buffers at this dtype's size in ``peak_memory_bytes``."""
+
+    @classmethod
+    def deployment(cls, activation_dtype: torch.dtype | None = torch.int8) -> "MemoryOptions":
+        """Every assumption of a microcontroller int8 runtime (MCUNet's analytic profiling)."""
+        return cls(free_inputs=True, activation_dtype=activation_dtype, fold_batchnorm=True,
+                   inplace_activations=True, inplace_depthwise=True, residual_accumulate=True,
+                   weight_dtype=activation_dtype)
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether any option makes a node share another node's buffer."""
+        return self.fold_batchnorm or self.inplace_activations or self.inplace_depthwise or self.residual_accumulate
+
+    def activation_size(self, nbytes: int, dtype: torch.dtype) -> int:
+        """``nbytes`` of a ``dtype`` activation, counted at ``activation_dtype``."""
+        if self.activation_dtype is not None and dtype.is_floating_point:
+            return nbytes // dtype.itemsize * self.activation_dtype.itemsize
+        return nbytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, dtypes as names."""
+        return {k: (dtype_name(v) if isinstance(v, torch.dtype) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MemoryOptions":
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{k: (dtype_from_name(v) if k.endswith("dtype") and v is not None else v) for k, v in data.items()})
+
+
+#: ``mode=`` values -> the ``training`` flag the mirror gets (None: each module keeps its own).
+MODES: dict[str, bool | None] = {"eval": False, "train": True, "as-is": None}
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Everything ``analyze()`` was asked to do, checked against the model."""
+
+    mode: str = "eval"
+    """``eval``, ``train`` or ``as-is``: the module mode analysed."""
+    leaf_modules: tuple[type[nn.Module], ...] = ()
+    """Module classes kept whole."""
+    concrete_args: Mapping[str, Any] = field(default_factory=dict)
+    """Arguments fx traces as constants."""
+    rules: RuleRegistry = RULES
+    """The default rules merged with the per-call ``rules=``."""
+    memory: MemoryOptions = MemoryOptions()
+    """Memory layout behind the liveness figures."""
+    exclude: tuple[str, ...] = ()
+    """Module paths replaced by identity."""
+    submodule: str | None = None
+    """Module path analysed alone, with the input it receives inside the model."""
+    fallback: bool = True
+    """Keep modules fx cannot trace whole instead of raising."""
+
+    @property
+    def training_flag(self) -> bool | None:
+        """The ``training`` flag every module of the mirror gets (None: its own)."""
+        return MODES[self.mode]
+
+    @classmethod
+    def checked(cls, model: nn.Module, *, mode: str = "eval", leaf_modules: Iterable[type[nn.Module]] = (),
+                concrete_args: Mapping[str, Any] | None = None,
+                rules: Mapping[Any, Callable[[OpCall], Any]] | None = None, memory: MemoryOptions | None = None,
+                exclude: Iterable[str] = (), submodule: str | None = None, fallback: bool = True) -> "AnalysisOptions":
+        """Validate every option against ``model``; raise a clear error naming the fix."""
+        check_model(model)
+        if mode not in MODES:
+            raise InvalidInputError(f"mode={mode!r} is not one of {', '.join(map(repr, MODES))}")
+        leaf_modules = tuple(leaf_modules)
+        for leaf in leaf_modules:
+            if not (isinstance(leaf, type) and issubclass(leaf, nn.Module)):
+                raise InvalidInputError(f"leaf_modules must hold nn.Module subclasses, got {leaf!r}")
+        if memory is not None and not isinstance(memory, MemoryOptions):
+            raise InvalidInputError(f"memory must be a fxcost.MemoryOptions, got {type(memory).__name__}")
+        exclude = tuple(exclude)
+        for path in (*exclude, *([submodule] if submodule is not None else [])):
+            check_path(model, path)
+        return cls(mode=mode, leaf_modules=leaf_modules, concrete_args=dict(concrete_args or {}),
+                   rules=RULES.merged(rules), memory=memory or MemoryOptions(), exclude=exclude,
+                   submodule=submodule, fallback=fallback)
+
+    def excluded(self, name: str) -> bool:
+        """Whether the parameter/buffer/module ``name`` lies inside an excluded module."""
+        return any(name == path or name.startswith(path + ".") for path in self.exclude)
+
+
+def check_model(model: Any) -> None:
+    """Refuse what cannot be analysed, saying what to pass instead."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise InvalidModelError(
+            "a TorchScript module cannot be traced by torch.fx: analyse the original nn.Module "
+            "(before torch.jit.script/trace) instead"
+        )
+    if not isinstance(model, nn.Module):
+        raise InvalidModelError(
+            f"expected a torch.nn.Module, got {type(model).__name__}: wrap the function in an nn.Module"
+        )
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        raise InvalidModelError(
+            "this module was compiled with torch.compile: pass the original module (model._orig_mod)"
+        )
+
+
+def check_path(model: nn.Module, path: str) -> None:
+    """Raise :class:`InvalidInputError` unless ``path`` names a submodule of ``model``."""
+    if not path:
+        raise InvalidInputError("an empty module path names the whole model")
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        owner, _, _ = path.rpartition(".")
+        try:
+            children = [name for name, _ in model.get_submodule(owner).named_children()]
+        except AttributeError:
+            children = [name for name, _ in model.named_children()]
+        raise InvalidInputError(
+            f"{type(model).__name__} has no submodule {path!r}; "
+            f"submodules{' of ' + repr(owner) if owner else ''} are: {', '.join(children) or 'none'}"
+        ) from None
