@@ -9,12 +9,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
+import torch.fx as fx
 from torch import nn
 
 from . import rules as _rules  # noqa: F401 - fills the default registry
 from ._compat import new_fake_mode
 from ._costing import CostedGraph, cost_nodes
-from ._graph import describe_target
+from ._graph import describe_target, value_of
 from ._inputs import (
     bind_placeholders,
     constant_arguments,
@@ -27,10 +28,11 @@ from ._inputs import (
 from ._liveness import Liveness, compute_liveness
 from ._mirror import Mirror, mirror_model
 from ._options import AnalysisOptions, MemoryOptions
-from ._propagate import Propagation, propagate, source_line_by_retrace
+from ._propagate import propagate, source_line_by_retrace
 from ._records import NodeCost, Status, dtype_name
 from ._registry import OpCall
 from ._report import Report
+from ._splice import splice_regions
 from ._trace import trace, trace_with_fallback
 from ._weights import WeightIndex, parameter_totals, real_weight_sizes, weight_memory
 
@@ -88,12 +90,11 @@ def analyze(
                                       fallback=fallback)
     subject = prepare(model, example_input, options)
     traced = trace_subject(subject, options)
-    propagation = propagate_subject(subject, traced, options)
-    weights = WeightIndex(traced.gm, subject.mirror.names)
-    costed = cost_nodes(traced.gm, propagation, options.rules, weights, subject.name)
-    liveness = compute_liveness(traced.gm, propagation.values, set(weights.by_storage), options.memory,
-                                [n.module_path for n in costed.nodes], propagation.internal_peaks)
-    report = build_report(subject, traced, propagation, costed, liveness, options)
+    graph = propagate_subject(subject, traced, options)
+    weights = WeightIndex(subject.mirror.module, subject.mirror.names)
+    costed = cost_nodes(graph, options.rules, weights, subject.name)
+    liveness = compute_liveness(graph, set(weights.by_storage), options.memory, [n.module_path for n in costed.nodes])
+    report = build_report(subject, traced, graph, costed, liveness, options)
     warn_about(report)
     return report
 
@@ -175,40 +176,46 @@ def trace_subject(subject: Subject, options: AnalysisOptions) -> Traced:
     return Traced(gm, dict(fallbacks), options.leaf_modules, concrete_args, bound)
 
 
-def propagate_subject(subject: Subject, traced: Traced, options: AnalysisOptions) -> Propagation:
-    """Shapes of every node on fake tensors; modules and functions without a rule of their
-    own are looked into (their torch calls recorded)."""
+def propagate_subject(subject: Subject, traced: Traced, options: AnalysisOptions) -> fx.GraphModule:
+    """Shapes of every node on fake tensors (in ``node.meta``). Functions without a rule of
+    their own are costed from the torch calls they make; modules without one (kept whole, or
+    untraceable) are replaced by the nodes of the calls they made: one graph."""
     registry = options.rules
-    return propagate(
+    root = subject.mirror.module
+    propagation = propagate(
         traced.gm, traced.placeholders, subject.fake_mode,
         look_inside=lambda node: registry.lookup(describe_target(node)[2]) is None,
         has_rule=lambda module: registry.lookup(type(module)) is not None,
-        source_of=source_line_by_retrace(lambda: traced.retrace(subject.mirror.module)),
+        source_of=source_line_by_retrace(lambda: traced.retrace(root)),
+        weight_names={id(t): name for name, t in (*root.named_parameters(), *root.named_buffers())},
+        module_paths={id(module): path for path, module in root.named_modules()},
     )
+    graph = splice_regions(traced.gm, propagation.regions, root)
+    graph.meta["fxcost_tracker"] = propagation.tracker  # keeps storage identities unique
+    return graph
 
 
-def build_report(subject: Subject, traced: Traced, propagation: Propagation, costed: CostedGraph,
+def build_report(subject: Subject, traced: Traced, graph: fx.GraphModule, costed: CostedGraph,
                  liveness: Liveness, options: AnalysisOptions) -> Report:
     """Assemble the Report: node records with their live bytes, totals, liveness figures."""
     stand_ins = subject.mirror.stand_ins
     nodes = [dataclasses.replace(n, live_bytes=live, temporary_bytes=temp)
              for n, live, temp in zip(costed.nodes, liveness.during, liveness.temporaries)]
-    peak_node = nodes[liveness.peak_index].name if nodes else ""  # graph order, before expanded rows
-    nodes = real_weight_sizes(_with_expansions(nodes, costed.expansions), stand_ins)
+    peak_node = nodes[liveness.peak_index].name if nodes else ""
+    nodes = real_weight_sizes(nodes, stand_ins)
     unsupported: dict[str, list[str]] = {}
     for node in nodes:
         if node.status in (Status.UNSUPPORTED, Status.PARTIAL):
             unsupported.setdefault(node.target, []).append(node.name)
-    values = propagation.values
     totals = parameter_totals(subject.module, costed.used, subject.excluded, stand_ins)
     return Report(
         model=subject.name,
         nodes=tuple(nodes),
         **dataclasses.asdict(totals),
         inputs=tuple(
-            (str(node.target), values[node].shape, dtype_name(values[node].dtype))
-            for node in traced.gm.graph.nodes
-            if node.op == "placeholder" and hasattr(values.get(node), "shape")
+            (str(node.target), value_of(node).shape, dtype_name(value_of(node).dtype))
+            for node in graph.graph.nodes
+            if node.op == "placeholder" and hasattr(value_of(node), "shape")
         ),
         mode=options.mode,
         unsupported={target: tuple(names) for target, names in unsupported.items()},
@@ -248,17 +255,6 @@ def warn_about(report: Report) -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-def _with_expansions(nodes: list[NodeCost], expansions: dict[str, list[NodeCost]]) -> list[NodeCost]:
-    """Insert after each module kept whole the rows of the calls it made; they share its
-    live bytes (the schedule inside such a module is not known)."""
-    result = []
-    for node in nodes:
-        result.append(node)
-        for row in expansions.get(node.name, ()):
-            result.append(dataclasses.replace(row, live_bytes=node.live_bytes))
-    return result
-
 
 def _module_types(nodes: list[NodeCost], mirror: Mirror) -> dict[str, str]:
     """Class name of every module path owning a node, at every level (a converted quantized

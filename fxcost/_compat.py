@@ -51,6 +51,11 @@ def storage_key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage()._cdata
 
 
+def key_of_storage(storage: torch.UntypedStorage) -> int:
+    """Identity of a storage object (what :func:`storage_key` gives for its tensors)."""
+    return storage._cdata
+
+
 def module_stack(node: fx.Node) -> dict[str, tuple[str, Any]]:
     """``{key: (module path, module class)}`` of the modules active when ``node`` was traced,
     outermost first (fx records it in ``node.meta``)."""

@@ -9,8 +9,18 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ._graph import call_key, called_module, describe_target, fetched_attribute, function_name, module_of
-from ._propagate import InnerCall, Propagation
+from ._capture import CapturedCall
+from ._graph import (
+    CALLS_KEY,
+    KEPT_WHOLE_KEY,
+    PARTIAL_KEY,
+    called_module,
+    describe_target,
+    fetched_attribute,
+    function_name,
+    module_of,
+    value_of,
+)
 from ._records import Cost, NodeCost, Status, TensorMeta, bytes_read, dtype_name, iter_metas
 from ._registry import OpCall, RuleRegistry
 from ._weights import WeightIndex, module_weights
@@ -23,26 +33,13 @@ class CostedGraph:
 
     nodes: list[NodeCost]
     """One record per graph node, in graph order."""
-    expansions: dict[str, list[NodeCost]] = field(default_factory=dict)
-    """Node name of a module kept whole -> one record per torch call it made."""
     used: set[str] = field(default_factory=set)
     """Qualified names of the parameters some node reads."""
 
 
-def cost_nodes(gm: fx.GraphModule, propagation: Propagation, rules: RuleRegistry, weights: WeightIndex,
-               root_type: str) -> CostedGraph:
-    """Cost every node of ``gm``; modules kept whole get one row per torch call they made."""
-    result = CostedGraph([], {}, weights.used)
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and node in propagation.inner_calls and \
-                rules.lookup(type(called_module(node))) is None:
-            record, rows = _expand_module(node, propagation, rules, weights)
-            result.nodes.append(record)
-            if rows:
-                result.expansions[node.name] = rows
-            continue
-        result.nodes.append(_cost_node(node, propagation, rules, weights, root_type))
-    return result
+def cost_nodes(gm: fx.GraphModule, rules: RuleRegistry, weights: WeightIndex, root_type: str) -> CostedGraph:
+    """Cost every node of ``gm`` (propagated: values in ``node.meta``)."""
+    return CostedGraph([_cost_node(node, rules, weights, root_type) for node in gm.graph.nodes], weights.used)
 
 
 def _movement_bytes(outputs, input_storages: set[int], input_bytes: int, weight_bytes: int) -> tuple[int, int, int]:
@@ -97,29 +94,34 @@ def _weights_of(node: fx.Node) -> list[tuple[torch.Tensor, bool]]:
     return found
 
 
-def _cost_node(node: fx.Node, propagation: Propagation, rules: RuleRegistry, weights: WeightIndex,
-               root_type: str) -> NodeCost:
-    values = propagation.values
+def _cost_node(node: fx.Node, rules: RuleRegistry, weights: WeightIndex, root_type: str) -> NodeCost:
     target, op_type, key = describe_target(node)
-    outputs = tuple(iter_metas(values.get(node)))
+    if KEPT_WHOLE_KEY in node.meta:  # the end of a module kept whole: named after the module
+        target, op_type = node.meta[KEPT_WHOLE_KEY], module_of(node)[1]
+    outputs = tuple(iter_metas(value_of(node)))
     base = _base(node.name, node.op, target, op_type, module_of(node, root_type), outputs)
-    partial = propagation.partial.get(node)
+    partial = node.meta.get(PARTIAL_KEY)
+    if KEPT_WHOLE_KEY in node.meta:
+        note = "end of a module kept whole: the torch calls it made are the nodes before"
+        if partial is not None:
+            return NodeCost(**base, status=Status.PARTIAL, note=f"counted up to a data-dependent op, not beyond: {partial}")
+        return NodeCost(**base, status=Status.NO_COMPUTE, note=note)
     if node.op in ("placeholder", "get_attr", "output") or (not outputs and partial is None):
         return NodeCost(**base, status=Status.NO_COMPUTE)
 
     read = weights.account(_weights_of(node))
     activations = [meta for source in node.all_input_nodes if source.op != "get_attr"
-                   for meta in iter_metas(values.get(source))]
+                   for meta in iter_metas(value_of(source))]
     rule = rules.lookup(key)
     if rule is not None:
-        call = OpCall(key, tuple(fx.node.map_arg(a, values.get) for a in node.args),
-                      {k: fx.node.map_arg(v, values.get) for k, v in node.kwargs.items()}, outputs,
+        call = OpCall(key, tuple(fx.node.map_arg(a, value_of) for a in node.args),
+                      {k: fx.node.map_arg(v, value_of) for k, v in node.kwargs.items()}, outputs,
                       module=called_module(node) if node.op == "call_module" else None)
         return _priced(base, call, rule, activations, read)
-    if node not in propagation.inner_calls:
+    calls = node.meta.get(CALLS_KEY)
+    if calls is None:
         return _unpriced(base, outputs, activations, read, status=Status.UNSUPPORTED, note="no cost rule")
-    calls = propagation.inner_calls[node]
-    cost, unknown = cost_inner_calls(calls, rules)
+    cost, unknown = cost_calls(calls, rules)
     if partial is not None:
         missing = f"; also no cost rule for {', '.join(unknown)}" if unknown else ""
         return _unpriced(base, outputs, activations, read, macs=cost.macs, flops=cost.flops, status=Status.PARTIAL,
@@ -131,63 +133,21 @@ def _cost_node(node: fx.Node, propagation: Propagation, rules: RuleRegistry, wei
                      note=f"costed from the {len(calls)} torch calls it makes")
 
 
-# --- calls recorded inside a node ---------------------------------------------------------
-
-def _inner_call(inner: InnerCall, outputs, rules: RuleRegistry) -> tuple[Any, Any, OpCall]:
-    """``(registry key, rule or None, OpCall)`` of one recorded call."""
-    key = inner.func if inner.module is not None else call_key(inner.func)
-    return key, rules.lookup(key), OpCall(key, tuple(inner.args), dict(inner.kwargs), outputs, module=inner.module)
-
-
-def cost_inner_calls(calls: list[InnerCall], rules: RuleRegistry) -> tuple[Cost, list[str]]:
+def cost_calls(calls: list[CapturedCall], rules: RuleRegistry) -> tuple[Cost, list[str]]:
     """Summed cost of the torch calls made inside one node, and the targets with no rule."""
     macs = flops = 0
     unknown: list[str] = []
-    for inner in calls:
-        outputs = tuple(iter_metas(inner.output))
+    for call in calls:
+        outputs = tuple(iter_metas(call.output))
         if not outputs:
-            continue  # shape queries, setitem and other calls that produce no tensor
-        key, rule, call = _inner_call(inner, outputs, rules)
+            continue  # in-place calls that return nothing (setitem) move data only
+        rule = rules.lookup(call.key)
         if rule is None:
-            if function_name(key) not in unknown:
-                unknown.append(function_name(key))
+            if function_name(call.key) not in unknown:
+                unknown.append(function_name(call.key))
             continue
-        cost = rule(call)
+        args, kwargs = call.metas()
+        cost = rule(OpCall(call.key, args, kwargs, outputs, module=call.module))
         macs += cost.macs
         flops += cost.flops
     return Cost(macs, flops), unknown
-
-
-def _expand_module(node: fx.Node, propagation: Propagation, rules: RuleRegistry,
-                   weights: WeightIndex) -> tuple[NodeCost, list[NodeCost]]:
-    """A module kept whole (untraceable, or a leaf without a rule): one row per torch call it
-    made, attributed to the submodule that made it; its own row keeps only the liveness."""
-    outputs = tuple(iter_metas(propagation.values.get(node)))
-    rows = []
-    for index, inner in enumerate(propagation.inner_calls[node]):
-        out_metas = tuple(iter_metas(inner.output))
-        if out_metas:  # shape queries and other calls that produce no tensor have no row
-            rows.append(_inner_row(f"{node.name}.{index}", inner, out_metas, rules, weights))
-    cls = type(called_module(node))
-    partial = propagation.partial.get(node)
-    status, note = Status.NO_COMPUTE, f"kept whole: costed in the {len(rows)} rows that follow"
-    if partial is not None:
-        status, note = Status.PARTIAL, f"counted up to a data-dependent op, not beyond: {partial}"
-    base = _base(node.name, node.op, f"{cls.__module__}.{cls.__qualname__}", cls.__name__,
-                 (module_of(node)[0], cls.__name__), outputs)
-    return NodeCost(**base, status=status, note=note), rows
-
-
-def _inner_row(name: str, inner: InnerCall, outputs, rules: RuleRegistry, weights: WeightIndex) -> NodeCost:
-    key, rule, call = _inner_call(inner, outputs, rules)
-    inputs = list(iter_metas((inner.args, inner.kwargs)))
-    if inner.module is not None:
-        read = weights.account(module_weights(inner.module))
-    else:
-        read = weights.account([weights.by_storage[m.storage] for m in inputs if m.storage in weights.by_storage])
-    activations = [m for m in inputs if m.storage not in weights.by_storage]
-    base = _base(name, "call_inner", function_name(key), getattr(key, "__name__", str(key)),
-                 (inner.module_path, inner.module_type), outputs)
-    if rule is None:
-        return _unpriced(base, outputs, activations, read, status=Status.UNSUPPORTED, note="no cost rule")
-    return _priced(base, call, rule, activations, read)

@@ -82,3 +82,26 @@ def call_key(func: Any) -> Any:
     if name and (getattr(torch.Tensor, name, None) is func or qualname.startswith(("TensorBase.", "Tensor."))):
         return name
     return func
+
+
+# --- what the stages store on each node ----------------------------------------------------
+
+#: The node's output with every tensor as a :class:`TensorMeta` (set by propagation).
+VALUE_KEY = "fxcost_value"
+#: Bytes by dtype of the storages the node created alive together at its busiest aten op.
+INTERNAL_KEY = "fxcost_internal"
+#: For a node costed from the torch calls it makes: those calls (``CapturedCall``).
+CALLS_KEY = "fxcost_calls"
+#: Why a node stopped at a data-dependent op (its figures are lower bounds).
+PARTIAL_KEY = "fxcost_partial"
+#: Storages the program let go of right after this node ran (eager lifetimes of captured code).
+RELEASED_KEY = "fxcost_released"
+#: Storages created by captured code that outlive it without being returned (alive to the end).
+RETAINED_KEY = "fxcost_retained"
+#: On the node ending a module kept whole: the module's qualified class name.
+KEPT_WHOLE_KEY = "fxcost_kept_whole"
+
+
+def value_of(node: fx.Node) -> Any:
+    """The node's output, tensors as TensorMeta (None before propagation or if unknown)."""
+    return node.meta.get(VALUE_KEY)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from ._compat import pytree
+from ._compat import pytree, storage_key
 from ._errors import InvalidInputError
 
 
@@ -62,15 +62,33 @@ def input_device(args: tuple, kwargs: dict) -> torch.device:
 def fake_arguments(args: tuple, kwargs: dict, device: torch.device) -> tuple[tuple, dict]:
     """Replace every tensor (and every shape shorthand at the top level) by a fake tensor.
 
-    Call inside the active ``FakeTensorMode``. The inputs' data are never read.
+    Call inside the active ``FakeTensorMode``. The inputs' data are never read. Tensors that
+    share a storage (the same tensor passed twice, views of one tensor) share one fake storage.
     """
+    tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and not t.is_quantized]
+    counts: dict[int, int] = {}
+    for tensor in {id(t): t for t in tensors}.values():
+        counts[storage_key(tensor)] = counts.get(storage_key(tensor), 0) + 1
+    bases: dict[int, torch.Tensor] = {}
+    made: dict[int, torch.Tensor] = {}  # the same tensor passed twice is one fake tensor
+
     def convert(value: Any) -> Any:
         if isinstance(value, torch.Size):  # unambiguous at any depth, unlike a tuple of ints
             return torch.empty(tuple(value), dtype=torch.float32, device=device)
         if isinstance(value, torch.Tensor):
             if value.is_quantized:  # what a quantized model receives: only its shape matters
                 return torch.empty(tuple(value.shape), dtype=torch.float32, device=device)
-            return fake_like(value, device)
+            if id(value) in made:
+                return made[id(value)]
+            key = storage_key(value)
+            if counts.get(key, 0) < 2:
+                made[id(value)] = fake_like(value, device)
+            else:
+                if key not in bases:
+                    bases[key] = torch.empty(value.untyped_storage().nbytes(), dtype=torch.uint8, device=device)
+                made[id(value)] = torch.empty(0, dtype=value.dtype, device=device).set_(
+                    bases[key].untyped_storage(), value.storage_offset(), value.shape, value.stride())
+            return made[id(value)]
         return value
 
     def top(value: Any) -> Any:

@@ -9,13 +9,12 @@ call unless ``free_inputs``. Parameters and buffers of the model are not activat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
-import torch
 import torch.fx as fx
 from torch import nn
 
-from ._graph import called_module
+from ._graph import INTERNAL_KEY, RELEASED_KEY, RETAINED_KEY, called_module, value_of
 from ._options import MemoryOptions
 from ._records import Buffer, TensorMeta, iter_metas
 
@@ -81,13 +80,16 @@ def _is_depthwise(module) -> bool:
 
 def compute_liveness(
     gm: fx.GraphModule,
-    values: dict[fx.Node, Any],
     weight_storages: set[int],
     options: MemoryOptions = MemoryOptions(),
     module_paths: Sequence[str] | None = None,
-    internal_peaks: dict[fx.Node, dict[torch.dtype, int]] | None = None,
 ) -> Liveness:
-    """Lifetimes of all activation buffers of ``gm`` and the live bytes at every node."""
+    """Lifetimes of all activation buffers of ``gm`` (propagated: values in ``node.meta``)
+    and the live bytes at every node.
+
+    A buffer ends after the last user of a node holding it; for tensors made by captured
+    code (a module kept whole), no earlier than the eager program let go of it, and at the
+    end if that code kept it (on a module, in a cache) without returning it."""
     nodes = list(gm.graph.nodes)
     index = {node: i for i, node in enumerate(nodes)}
     last = len(nodes) - 1
@@ -102,7 +104,7 @@ def compute_liveness(
     overwrite: dict[fx.Node, int] = {}  # node -> scratch bytes (it overwrites its input)
     alias_of: dict[fx.Node, fx.Node] = {}
     if options.rewrites:
-        alias_of, overwrite = _deployment_aliases(nodes, values, options, sole_user)
+        alias_of, overwrite = _deployment_aliases(nodes, options, sole_user)
 
     def size_of(meta: TensorMeta) -> int:
         return options.activation_size(meta.storage_nbytes, meta.dtype)
@@ -114,7 +116,7 @@ def compute_liveness(
         if node.op == "get_attr":
             holds[node] = ()
             continue
-        metas = [m for m in iter_metas(values.get(node)) if m.storage not in weight_storages]
+        metas = [m for m in iter_metas(value_of(node)) if m.storage not in weight_storages]
         for meta in metas:
             sizes.setdefault(meta.storage, size_of(meta))
         holds[node] = tuple(dict.fromkeys(m.storage for m in metas))
@@ -134,6 +136,12 @@ def compute_liveness(
             if buffer not in start:
                 start[buffer], producer[buffer] = i, node
             end[buffer] = max(end.get(buffer, i), last_use)
+        for buffer in node.meta.get(RELEASED_KEY, ()):
+            if buffer in end:  # the eager program held it at least this long
+                end[buffer] = max(end[buffer], i)
+        for buffer in node.meta.get(RETAINED_KEY, ()):
+            if buffer in end:
+                end[buffer] = last
 
     buffers = tuple(  # numbered in allocation order, so reports are reproducible
         Buffer(number, sizes[b], producer[b].name, paths[index[producer[b]]], start[b], end[b])
@@ -155,16 +163,16 @@ def compute_liveness(
     temporaries = []
     seen: set[int] = set(weight_storages)
     for node in nodes:
-        metas = list(iter_metas(values.get(node)))
+        metas = list(iter_metas(value_of(node)))
         created = sum(size_of(m) for m in {m.storage: m for m in metas if m.storage not in seen}.values())
         seen.update(m.storage for m in metas)
         internal = sum(options.activation_size(nbytes, dtype)
-                       for dtype, nbytes in (internal_peaks or {}).get(node, {}).items())
+                       for dtype, nbytes in node.meta.get(INTERNAL_KEY, {}).items())
         temporaries.append(0 if node in overwrite else max(0, internal - created))
     return Liveness(tuple(during), buffers, peak, during.index(peak) if during else 0, tuple(temporaries))
 
 
-def _deployment_aliases(nodes, values, options: MemoryOptions, sole_user):
+def _deployment_aliases(nodes, options: MemoryOptions, sole_user):
     alias_of: dict[fx.Node, fx.Node] = {}
     overwrite: dict[fx.Node, int] = {}
     folded: dict[fx.Node, fx.Node] = {}  # node -> the conv/linear it was folded into
@@ -185,7 +193,7 @@ def _deployment_aliases(nodes, values, options: MemoryOptions, sole_user):
             if source in folded:
                 folded[node] = folded[source]
         elif options.inplace_depthwise and _is_depthwise(module) and sole_user(source, node):
-            out = next(iter_metas(values[node]))
+            out = next(iter_metas(value_of(node)))
             channel = out.numel // out.shape[1]  # one output channel (of every sample in the batch)
             itemsize = options.activation_dtype.itemsize if options.activation_dtype is not None and out.dtype.is_floating_point else out.itemsize
             overwrite[node] = channel * itemsize
@@ -197,7 +205,7 @@ def _deployment_aliases(nodes, values, options: MemoryOptions, sole_user):
                 if (_is_conv_or_linear(root) and _chain_only(root, branch, node)
                         and position[anchor] < position[root]  # the skip's buffer exists when the branch writes
                         and max(position[u] for u in skip.users) == position[node]
-                        and next(iter_metas(values[branch])).shape == next(iter_metas(values[skip])).shape):
+                        and next(iter_metas(value_of(branch))).shape == next(iter_metas(value_of(skip))).shape):
                     for member in _chain(root, branch):
                         alias_of[member] = anchor
                     alias_of[node] = anchor

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,195 +16,38 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ._compat import (
-    FAKE_TENSOR_LOGGER,
-    IMMUTABLE_DICT,
-    IMMUTABLE_LIST,
-    FakeTensorMode,
-    TorchDispatchMode,
-    TorchFunctionMode,
-    is_data_dependent,
-    pytree,
-    register_global_module_hooks,
-    storage_key,
-)
+from ._capture import Recorder, Recording
+from ._compat import FAKE_TENSOR_LOGGER, IMMUTABLE_DICT, IMMUTABLE_LIST, FakeTensorMode, is_data_dependent, pytree
 from ._errors import ShapePropagationError
-from ._graph import called_module, module_of
-from ._records import TensorMeta, dtype_name, iter_instances
+from ._graph import CALLS_KEY, INTERNAL_KEY, PARTIAL_KEY, VALUE_KEY, called_module, module_of
+from ._records import dtype_name, iter_instances
+from ._storage import StorageTracker
 from ._trace import user_frame
 
 _FRAME = re.compile(r'^File "([^"]+)", line (\d+)')
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
 
-def tensor_meta(tensor: torch.Tensor) -> TensorMeta:
-    """The :class:`TensorMeta` of a (fake) tensor."""
-    return TensorMeta(tuple(int(size) for size in tensor.shape), tensor.dtype, storage_key(tensor),
-                      int(tensor.untyped_storage().nbytes()))
-
-
-def to_meta_structure(value: Any) -> Any:
-    """``value`` with every tensor replaced by its :class:`TensorMeta`."""
-    if isinstance(value, torch.Tensor):
-        return tensor_meta(value)
-    if type(value) is tuple:
-        return tuple(to_meta_structure(v) for v in value)
-    if isinstance(value, list):
-        return [to_meta_structure(v) for v in value]
-    if type(value) is dict:
-        return {k: to_meta_structure(v) for k, v in value.items()}
-    if isinstance(value, (int, float, bool, str, type(None), torch.dtype, torch.device, torch.Size)):
-        return value
-    return pytree.tree_map(lambda v: tensor_meta(v) if isinstance(v, torch.Tensor) else v, value)
-
-
-def _tensors(value: Any):
-    """Every tensor inside nested tuples/lists/dicts (a fast path for pytree.tree_leaves)."""
-    return iter_instances(value, torch.Tensor)
-
-
-@dataclass(frozen=True)
-class InnerCall:
-    """One torch-level call made inside a node that fxcost looked into."""
-
-    func: Any
-    """The function or ``Tensor`` method that was called."""
-    args: tuple
-    """Positional arguments, tensors as :class:`TensorMeta`."""
-    kwargs: dict
-    """Keyword arguments, tensors as :class:`TensorMeta`."""
-    output: Any
-    """The result, tensors as :class:`TensorMeta`."""
-    module: nn.Module | None = None
-    """For a call of a module that has a rule of its own: the module (``func`` is its class)."""
-    module_path: str = ""
-    """Path of the innermost module running when the call was made (or of the module called)."""
-    module_type: str = ""
-    """Class name of that module."""
-
-
-class _CallRecorder(TorchFunctionMode):
-    """Records the outermost torch calls made while it is active (nested calls made by
-    those functions are not seen: a mode is inactive inside its own handler). A submodule
-    that has a cost rule of its own is recorded as one call, and what it does inside is not."""
-
-    def __init__(self, has_rule: Callable[[nn.Module], bool], outer: nn.Module | None, outer_path: str = "") -> None:
-        super().__init__()
-        self.calls: list[InnerCall] = []
-        self.has_rule = has_rule
-        self.outer = outer
-        self.stack: list[bool] = []  # per entered module: is it recorded as one call?
-        self.handles: list[Any] = []
-        self.paths: dict[int, str] = {}
-        if outer is not None:
-            self.paths = {id(m): ".".join(p for p in (outer_path, name) if p) for name, m in outer.named_modules()}
-        self.where: list[tuple[str, str]] = [(outer_path, type(outer).__name__ if outer is not None else "")]
-
-    def __enter__(self):
-        self.handles = register_global_module_hooks(self._enter_module, self._leave_module)
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-        return super().__exit__(*exc)
-
-    def _recording_a_module(self) -> bool:
-        return any(self.stack)
-
-    def _enter_module(self, module, args):
-        whole = not self._recording_a_module() and module is not self.outer and self.has_rule(module)
-        self.stack.append(whole)
-        self.where.append((self.paths.get(id(module), self.where[-1][0]), type(module).__name__))
-
-    def _leave_module(self, module, args, kwargs, output=None):
-        path, module_type = self.where.pop() if len(self.where) > 1 else self.where[-1]
-        if self.stack and self.stack.pop():
-            self.calls.append(InnerCall(type(module), to_meta_structure(args), to_meta_structure(kwargs),
-                                        to_meta_structure(output), module, path, module_type))
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        result = func(*args, **kwargs)
-        if not self._recording_a_module():
-            path, module_type = self.where[-1]
-            self.calls.append(InnerCall(func, to_meta_structure(args), to_meta_structure(kwargs), to_meta_structure(result),
-                                        None, path, module_type))
-        return result
-
-
-class _AllocationTracker(TorchDispatchMode):
-    """Follows the storages aten ops create inside one node (fake tensors), released by
-    weakref finalizers, and keeps the largest total alive at any op, by dtype."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.holders: dict[int, int] = {}
-        self.sizes: dict[int, tuple[torch.dtype, int]] = {}
-        self.known: set[int] = set()
-        self.current = 0
-        self.peak: dict[torch.dtype, int] = {}
-        self.peak_total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        for leaf in _tensors((args, kwargs)):
-            key = storage_key(leaf)
-            if key not in self.sizes:
-                self.known.add(key)  # created before this node: not a temporary
-        out = func(*args, **kwargs)
-        for leaf in _tensors(out):
-            self._track(leaf)
-        if self.current > self.peak_total:
-            self.peak_total = self.current
-            totals: dict[torch.dtype, int] = {}
-            for dtype, nbytes in self.sizes.values():
-                totals[dtype] = totals.get(dtype, 0) + nbytes
-            self.peak = totals
-        return out
-
-    def _track(self, tensor: torch.Tensor) -> None:
-        key = storage_key(tensor)
-        if key in self.known:
-            return
-        if key not in self.holders:
-            self.holders[key] = 0
-            self.sizes[key] = (tensor.dtype, int(tensor.untyped_storage().nbytes()))
-            self.current += self.sizes[key][1]
-        self.holders[key] += 1
-        weakref.finalize(tensor, self._release, key)
-
-    def _release(self, key: int) -> None:
-        self.holders[key] -= 1
-        if self.holders[key] == 0:
-            del self.holders[key]
-            self.current -= self.sizes.pop(key)[1]
-
-
 @dataclass
 class Propagation:
-    """What shape propagation learned about the graph."""
+    """What shape propagation learned beyond what it stored on the nodes (``node.meta``:
+    values, temporaries, the calls of nodes looked into, partial results)."""
 
-    values: dict[fx.Node, Any]
-    """Each node's output, tensors replaced by :class:`TensorMeta`."""
-    inner_calls: dict[fx.Node, list[InnerCall]]
-    """For nodes run with ``look_inside``: the torch calls they made, in order."""
-    internal_peaks: dict[fx.Node, dict[torch.dtype, int]]
-    """Per node: bytes (by dtype) of the storages it created that were alive together at
-    its busiest aten op: outputs plus node-internal temporaries."""
-    partial: dict[fx.Node, str] = field(default_factory=dict)
-    """Nodes only the graph output reads that stopped at a data-dependent op -> why: their
-    inner calls up to that op are recorded, their outputs are unknown."""
+    regions: dict[fx.Node, Recording] = field(default_factory=dict)
+    """Modules kept whole (no rule of their own, or fx cannot trace them) -> the torch calls
+    they made, to become graph nodes."""
+    tracker: StorageTracker | None = None
+    """The storage tracker of the run (keeps storage identities unique while alive)."""
 
 
 class _Propagator(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, look_inside: Callable[[fx.Node], bool],
-                 has_rule: Callable[[nn.Module], bool]) -> None:
+    def __init__(self, gm: fx.GraphModule, look_inside: Callable[[fx.Node], bool], recorder: Recorder) -> None:
         super().__init__(gm, garbage_collect_values=False)
         self.extra_traceback = False  # errors carry their own context
         self.look_inside = look_inside
-        self.has_rule = has_rule
-        self.result = Propagation({}, {}, {})
+        self.recorder = recorder
+        self.tracker = recorder.tracker
+        self.result = Propagation(tracker=recorder.tracker)
 
     def fetch_args_kwargs_from_env(self, n: fx.Node) -> tuple[tuple, dict]:
         # fx hands lists/dicts to targets as immutable containers; real Python code may
@@ -214,33 +56,46 @@ class _Propagator(fx.Interpreter):
         return _mutable(args), _mutable(kwargs)
 
     def run_node(self, n: fx.Node) -> Any:
-        recorder = None
+        self.recorder.last_recording = None
         try:
-            with _AllocationTracker() as tracker:
-                if n.op in ("call_function", "call_method", "call_module") and self.look_inside(n):
-                    outer = called_module(n) if n.op == "call_module" else None
-                    recorder = _CallRecorder(self.has_rule, outer, module_of(n)[0] if outer is not None else "")
-                    with recorder:
-                        result = super().run_node(n)
-                    self.result.inner_calls[n] = recorder.calls
+            if n.op in ("call_function", "call_method", "call_module") and self.look_inside(n):
+                args, kwargs = self.fetch_args_kwargs_from_env(n)
+                outer = called_module(n) if n.op == "call_module" else None
+                path, module_type = module_of(n)
+                self.tracker.open_scope()
+                try:
+                    result, recording = self.recorder.record(lambda: getattr(self, n.op)(n.target, args, kwargs),
+                                                             args, kwargs, path, module_type, outer)
+                finally:
+                    internal = self.tracker.close_scope()
+                if outer is not None:
+                    self.result.regions[n] = recording
                 else:
-                    if n.op == "call_module":
-                        self._check_input_dtype(n)
+                    n.meta[CALLS_KEY] = recording.calls
+                    n.meta[INTERNAL_KEY] = internal
+            else:
+                if n.op == "call_module":
+                    self._check_input_dtype(n)
+                self.tracker.open_scope()
+                try:
                     result = super().run_node(n)
+                finally:
+                    n.meta[INTERNAL_KEY] = self.tracker.close_scope()
         except Exception as error:  # noqa: BLE001 - translated into one clear error
-            if recorder is not None and is_data_dependent(error) and all(u.op == "output" for u in n.users):
+            partial = self.recorder.last_recording
+            if partial is not None and is_data_dependent(error) and all(u.op == "output" for u in n.users):
                 # Nothing in the graph needs this node's value: keep what ran before the
                 # data-dependent op (e.g. a detector's backbone and heads before its NMS).
-                self.result.inner_calls[n] = recorder.calls
-                self.result.partial[n] = _node_error(n, error).args[0].split(": ", 1)[-1]
-                self.result.values[n] = None
-                self.result.internal_peaks[n] = {}
+                n.meta[PARTIAL_KEY] = _node_error(n, error).args[0].split(": ", 1)[-1]
+                n.meta[VALUE_KEY] = None
+                if n.op == "call_module":
+                    self.result.regions[n] = partial
+                else:
+                    n.meta[CALLS_KEY] = partial.calls
                 return None
             raise _node_error(n, error, self._received(n), self.source_of) from error
-        self.result.values[n] = to_meta_structure(result)
-        self.result.internal_peaks[n] = tracker.peak
+        n.meta[VALUE_KEY] = self.tracker.meta_structure(result)
         return result
-
 
     def _check_input_dtype(self, n: fx.Node) -> None:
         """Real kernels refuse a float32 layer fed int64 or float16 data; meta kernels do not
@@ -250,7 +105,7 @@ class _Propagator(fx.Interpreter):
         if not isinstance(weight, torch.Tensor) or not weight.dtype.is_floating_point:
             return
         args, _ = super().fetch_args_kwargs_from_env(n)
-        first = next(_tensors(args), None)
+        first = next(iter_instances(args, torch.Tensor), None)
         if first is None or first.dtype == weight.dtype:
             return
         if not first.dtype.is_floating_point and isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
@@ -291,20 +146,30 @@ def propagate(
     look_inside: Callable[[fx.Node], bool] = lambda node: False,
     has_rule: Callable[[nn.Module], bool] = lambda module: False,
     source_of: Callable[[fx.Node], str | None] | None = None,
+    weight_names: dict[int, str] | None = None,
+    module_paths: dict[int, str] | None = None,
 ) -> Propagation:
-    """Run ``gm`` on fake ``args``, recording each node's outputs as TensorMeta, and the
-    torch calls made inside the nodes for which ``look_inside(node)`` is true (submodules
-    for which ``has_rule(module)`` is true count as one call).
+    """Run ``gm`` on fake ``args``, storing each node's outputs as TensorMeta in
+    ``node.meta``, and record the torch calls made inside the nodes for which
+    ``look_inside(node)`` is true (submodules for which ``has_rule(module)`` is true count as
+    one call). ``weight_names`` (``id -> name`` of parameters and buffers) and
+    ``module_paths`` (``id -> path`` of modules, default: as seen from ``gm``) name the
+    weights recorded calls read and the modules they run in.
 
-    All fake tensors stay referenced until the end, so storage identities are unique.
+    All fake tensors of the graph stay referenced until the end, so storage identities are
+    unique; inside recorded code, tensors live as long as the program keeps them.
     """
-    propagator = _Propagator(gm, look_inside, has_rule)
+    if module_paths is None:
+        module_paths = {id(module): path for path, module in gm.named_modules()}
+    tracker = StorageTracker()
+    recorder = Recorder(tracker, has_rule, module_paths, weight_names or {})
+    propagator = _Propagator(gm, look_inside, recorder)
     propagator.source_of = source_of
     fake_log = logging.getLogger(FAKE_TENSOR_LOGGER)
     level = fake_log.level
     fake_log.setLevel(logging.CRITICAL)  # failures are re-raised with context, not logged
     try:
-        with fake_mode, torch.no_grad():
+        with fake_mode, torch.no_grad(), tracker, recorder:
             propagator.run(*args)
             propagator.env.clear()
     finally:

@@ -260,16 +260,18 @@ class Custom(nn.Module):
 def test_custom_leaf_module_is_costed_from_its_inner_calls():
     model = nn.Sequential(Custom(), nn.ReLU())
     report = analyze_quiet(model, (4, 6), leaf_modules=[Custom])
-    header = report.node("_0")
-    assert header.op_type == "Custom" and "kept whole" in header.note
-    rows = [n for n in report.nodes if n.op == "call_inner"]
-    # one row per call it made, each in the submodule that made it, costed by that call's rule
+    (end,) = [n for n in report.nodes if n.op_type == "Custom"]
+    assert end.module_path == "0" and "kept whole" in end.note and end.status is Status.NO_COMPUTE
+    rows = [n for n in report.nodes if n.module_path.startswith("0") and n.status is not Status.NO_COMPUTE]
+    # one graph node per call it made, each in the submodule that made it, costed by that call's rule
     assert [(n.module_path, n.op_type, n.status) for n in rows] == [("0.proj", "Linear", Status.COUNTED),
                                                                     ("0", "tanh", Status.COUNTED)]
+    assert [n.name for n in rows] == ["_0_proj", "_0_tanh"]  # named by submodule and op
     block = report.total("0")
     assert block.macs == 4 * 6 * 3 and block.params == 21
     assert block.flops == 2 * 4 * 6 * 3 + 4 * 3 + 4 * 3  # + bias + tanh
     assert rows[0].params == 21 and rows[0].weight_bytes == 21 * 4
+    assert rows[1].input_bytes == 4 * 3 * 4  # tanh reads what proj wrote: the calls are linked by data
 
 
 def test_json_round_trip_is_lossless():

@@ -1,0 +1,259 @@
+"""Recording the torch calls a piece of Python makes while it runs on fake tensors.
+
+Where ``torch.fx`` cannot look (a module it cannot trace, a module kept whole, a function
+fx keeps as one call), fxcost runs the code on fake tensors under a ``TorchFunctionMode``
+and records the outermost torch calls: functions, ``Tensor`` methods, and calls of
+submodules that have a cost rule of their own (recorded as one call; what they do inside is
+not). Each tensor argument is traced back to where it came from (an input of the recorded
+code, an earlier call, a parameter or buffer, or a constant), so the calls can become graph
+nodes linked by data, and the moment the program lets go of each tensor is noted, so the
+graph's lifetimes are those of the eager run.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ._compat import TorchFunctionMode, pytree, register_global_module_hooks
+from ._graph import call_key
+from ._records import TensorMeta
+from ._storage import StorageTracker
+
+#: Calls that change a tensor in place but return no tensor: recorded although they have
+#: no tensor output.
+_MUTATORS = frozenset({"__setitem__"})
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Where a tensor argument of a recorded call comes from."""
+
+    kind: str
+    """``input`` (of the recorded code), ``call`` (an earlier call's output), ``weight``
+    (a parameter or buffer of the model) or ``constant`` (any other tensor)."""
+    index: int = 0
+    """``call``: index of the call."""
+    path: tuple = ()
+    """Position of the tensor inside that value (``input``: inside ``(args, kwargs)``)."""
+    name: str = ""
+    """``weight``: qualified name of the parameter or buffer."""
+    value: Any = None
+    """``constant``: the tensor itself."""
+    meta: TensorMeta | None = None
+    """Shape, dtype and storage of the tensor when it was passed."""
+
+
+@dataclass
+class CapturedCall:
+    """One recorded torch call."""
+
+    kind: str
+    """``function``, ``method`` or ``module``."""
+    target: Any
+    """The function, the ``Tensor`` method's name, or the module's path."""
+    args: tuple
+    """Positional arguments, tensors replaced by :class:`Ref`."""
+    kwargs: dict
+    """Keyword arguments, tensors replaced by :class:`Ref`."""
+    output: Any
+    """The result, tensors replaced by :class:`TensorMeta`."""
+    module_path: str
+    """Path of the innermost module running when the call was made (or of the module called)."""
+    module_type: str
+    """Class name of that module."""
+    module: nn.Module | None = None
+    """For module calls: the module."""
+    internal: dict = field(default_factory=dict)
+    """Bytes by dtype of the storages the call created that were alive together at its
+    busiest aten op (outputs included)."""
+    released: list[int] = field(default_factory=list)
+    """Storages the program let go of after this call returned, before the next began."""
+
+    @property
+    def key(self) -> Any:
+        """Registry key: the module's class, the method name or the function."""
+        return type(self.module) if self.kind == "module" else self.target
+
+    def metas(self) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` with tensors as :class:`TensorMeta` (what cost rules read)."""
+        unref = lambda v: v.meta if isinstance(v, Ref) else v  # noqa: E731
+        return (tuple(pytree.tree_map(unref, a) for a in self.args),
+                {k: pytree.tree_map(unref, v) for k, v in self.kwargs.items()})
+
+
+@dataclass
+class Recording:
+    """Everything recorded while one piece of code ran."""
+
+    calls: list[CapturedCall] = field(default_factory=list)
+    """The calls, in order."""
+    output: Any = None
+    """What the code returned, tensors replaced by :class:`Ref`."""
+    retained: list[int] = field(default_factory=list)
+    """Storages created by recorded calls that outlive the code without being part of what it
+    returned (kept on a module, in a cache...)."""
+
+
+def _paths(value: Any, prefix: tuple = ()):
+    """``(path, tensor)`` for every tensor in nested tuples/lists/dicts."""
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, (tuple, list)):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+
+
+class Recorder(TorchFunctionMode):
+    """Records the outermost torch calls made while :meth:`recording` is active.
+
+    Args:
+        tracker: the storage tracker of the run (identities, temporaries, releases).
+        has_rule: whether a submodule is costed by a rule of its own (then recorded as one call).
+        module_paths: ``id(module) -> path`` for every module of the model.
+        weight_names: ``id(tensor) -> qualified name`` of every parameter and buffer.
+    """
+
+    def __init__(self, tracker: StorageTracker, has_rule: Callable[[nn.Module], bool],
+                 module_paths: dict[int, str], weight_names: dict[int, str]) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.has_rule = has_rule
+        self.module_paths = module_paths
+        self.weight_names = weight_names
+        self.recording: Recording | None = None
+        self.busy = False  # fxcost's own code is running: its torch calls are not the model's
+        self.sources: dict[int, tuple[weakref.ref, Ref]] = {}
+        self.whole: list[bool] = []  # per entered module: recorded as one call?
+        self.where: list[tuple[str, str]] = [("", "")]
+        self.outer: nn.Module | None = None
+        self.last_recording: Recording | None = None
+        self.produced: dict[int, tuple[int, tuple]] = {}  # storage -> (call, path) of its producer
+        self.handles: list[Any] = []
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def __enter__(self):
+        self.handles = register_global_module_hooks(self._enter_module, self._leave_module)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        return super().__exit__(*exc)
+
+    def record(self, run: Callable[[], Any], args: tuple, kwargs: dict, path: str, module_type: str,
+               outer: nn.Module | None = None) -> tuple[Any, Recording]:
+        """Run ``run()`` (which calls the code on ``args``/``kwargs``) and record its calls as
+        made inside module ``path``; ``outer`` (the module being run, if any) is looked into
+        even if it has a rule. Returns the result and the recording."""
+        recording = self.last_recording = Recording()
+        self.recording, self.sources, self.produced, self.outer = recording, {}, {}, outer
+        self.where, self.whole = [(path, module_type)], []
+        for source_path, tensor in _paths((args, kwargs)):
+            self._remember(tensor, Ref("input", path=source_path, meta=self.tracker.meta(tensor)))
+        self.tracker.on_release = self._released
+        try:
+            result = run()
+        finally:
+            self.tracker.on_release = None
+            self.recording = None
+        self.busy = True
+        try:
+            recording.output = self._refs(result)
+            returned = {ref.meta.storage for ref in pytree.tree_leaves(recording.output) if isinstance(ref, Ref)}
+            recording.retained = [storage for storage in self.produced
+                                  if storage in self.tracker.holders and storage not in returned]
+        finally:
+            self.busy = False
+        return result, recording
+
+    # --- sources -------------------------------------------------------------------------
+    def _remember(self, tensor: torch.Tensor, ref: Ref) -> None:
+        self.sources[id(tensor)] = (weakref.ref(tensor), ref)
+
+    def _ref(self, tensor: torch.Tensor) -> Ref:
+        entry = self.sources.get(id(tensor))
+        meta = self.tracker.meta(tensor)
+        if entry is not None and entry[0]() is tensor:
+            ref = entry[1]
+            return ref if ref.meta == meta else Ref(ref.kind, ref.index, ref.path, ref.name, ref.value, meta)
+        name = self.weight_names.get(id(tensor))
+        if name is not None:
+            return Ref("weight", name=name, meta=meta)
+        return Ref("constant", value=tensor, meta=meta)
+
+    def _refs(self, value: Any) -> Any:
+        return pytree.tree_map(lambda v: self._ref(v) if isinstance(v, torch.Tensor) else v, value)
+
+    def _released(self, storage: int) -> None:
+        if self.recording is not None and self.recording.calls and storage in self.produced:
+            self.recording.calls[-1].released.append(storage)
+
+    # --- calls ---------------------------------------------------------------------------
+    def _append(self, call: CapturedCall, result: Any) -> None:
+        index = len(self.recording.calls)
+        self.recording.calls.append(call)
+        for path, tensor in _paths(result):
+            meta = self.tracker.meta(tensor)
+            self._remember(tensor, Ref("call", index=index, path=path, meta=meta))
+            self.produced.setdefault(meta.storage, (index, path))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.recording is None or self.busy or any(self.whole):
+            return func(*args, **kwargs)
+        self.busy = True
+        ref_args, ref_kwargs = self._refs(args), self._refs(kwargs)
+        self.busy = False
+        self.tracker.open_scope()
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            internal = self.tracker.close_scope()
+        key = call_key(func)
+        if not any(isinstance(v, torch.Tensor) for v in pytree.tree_leaves(result)) and key not in _MUTATORS:
+            return result  # shape queries, .item(), property reads: their values are constants
+        self.busy = True
+        try:
+            path, module_type = self.where[-1]
+            kind = "method" if isinstance(key, str) else "function"
+            call = CapturedCall(kind, key, ref_args, ref_kwargs, self.tracker.meta_structure(result), path,
+                                module_type, internal=internal)
+            self._append(call, result)
+        finally:
+            self.busy = False
+        return result
+
+    # --- modules -------------------------------------------------------------------------
+    def _enter_module(self, module, args):
+        if self.recording is None or self.busy:
+            return
+        whole = not any(self.whole) and module is not self.outer and self.has_rule(module)
+        self.whole.append(whole)
+        parent = self.where[-1][0]
+        self.where.append((self.module_paths.get(id(module), parent), type(module).__name__))
+        if whole:
+            self.tracker.open_scope()
+
+    def _leave_module(self, module, args, kwargs, output=None):
+        if self.recording is None or self.busy or not self.whole:
+            return
+        path, module_type = self.where.pop()
+        if not self.whole.pop():
+            return
+        internal = self.tracker.close_scope()
+        self.busy = True
+        try:
+            ref_args, ref_kwargs = self._refs(args), self._refs(kwargs)
+            call = CapturedCall("module", path, ref_args, ref_kwargs, self.tracker.meta_structure(output), path,
+                                module_type, module=module, internal=internal)
+            self._append(call, output)
+        finally:
+            self.busy = False

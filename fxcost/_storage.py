@@ -1,0 +1,133 @@
+"""Following tensor storages while fake tensors run: when each is created, how large it is,
+when the program lets go of it, and the most bytes a stretch of code had alive at once."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+import torch
+
+from ._compat import TorchDispatchMode, key_of_storage, storage_key
+from ._records import TensorMeta, iter_instances
+
+
+class StorageTracker(TorchDispatchMode):
+    """Sees every tensor an aten op returns. A storage counts from its first sight until the
+    last tensor using it is garbage collected (weakref finalizers). Every storage object is
+    held until the tracker is dropped, so storage identities are never reused and a
+    :class:`TensorMeta` names one storage for the whole run.
+
+    ``scope()`` measures a stretch of code (a node, a recorded call): the bytes, by dtype, of
+    the storages it created that were alive together at its busiest aten op.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holders: dict[int, int] = {}
+        self.sizes: dict[int, tuple[torch.dtype, int]] = {}
+        self.preexisting: set[int] = set()  # storages first seen as inputs (weights, model inputs)
+        self.kept: dict[int, Any] = {}  # storage objects, so their identities stay unique
+        self.scopes: list[_Scope] = []
+        self.on_release: Callable[[int], None] | None = None
+
+    # --- identities ----------------------------------------------------------------------
+    def meta(self, tensor: torch.Tensor) -> TensorMeta:
+        """The :class:`TensorMeta` of ``tensor`` (its storage kept, so the identity is unique)."""
+        storage = tensor.untyped_storage()
+        key = key_of_storage(storage)
+        if key not in self.kept:
+            self.kept[key] = storage
+        return TensorMeta(tuple(int(size) for size in tensor.shape), tensor.dtype, key, int(storage.nbytes()))
+
+    def meta_structure(self, value: Any) -> Any:
+        """``value`` with every tensor replaced by its :class:`TensorMeta`."""
+        if isinstance(value, torch.Tensor):
+            return self.meta(value)
+        if type(value) is tuple:
+            return tuple(self.meta_structure(v) for v in value)
+        if isinstance(value, list):
+            return [self.meta_structure(v) for v in value]
+        if type(value) is dict:
+            return {k: self.meta_structure(v) for k, v in value.items()}
+        if isinstance(value, (int, float, bool, str, type(None), torch.dtype, torch.device, torch.Size)):
+            return value
+        from ._compat import pytree
+
+        return pytree.tree_map(lambda v: self.meta(v) if isinstance(v, torch.Tensor) else v, value)
+
+    # --- scopes --------------------------------------------------------------------------
+    def open_scope(self) -> None:
+        """Start measuring the storages created from now on."""
+        self.scopes.append(_Scope())
+
+    def close_scope(self) -> dict[torch.dtype, int]:
+        """Stop measuring; the bytes by dtype alive together at the scope's busiest op."""
+        return self.scopes.pop().peak_by_dtype
+
+    # --- dispatch ------------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for tensor in iter_instances((args, kwargs), torch.Tensor):
+            key = storage_key(tensor)
+            if key not in self.sizes:
+                self.preexisting.add(key)
+        out = func(*args, **kwargs)
+        for tensor in iter_instances(out, torch.Tensor):
+            self._track(tensor)
+        for scope in self.scopes:
+            scope.measure()
+        return out
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        key = storage_key(tensor)
+        if key in self.preexisting:
+            return
+        if key not in self.holders:
+            storage = tensor.untyped_storage()
+            size = (tensor.dtype, int(storage.nbytes()))
+            self.holders[key] = 0
+            self.sizes[key] = size
+            self.kept.setdefault(key, storage)
+            for scope in self.scopes:
+                scope.add(key, *size)
+        self.holders[key] += 1
+        weakref.finalize(tensor, self._release, key)
+
+    def _release(self, key: int) -> None:
+        self.holders[key] -= 1
+        if self.holders[key] == 0:
+            del self.holders[key]
+            for scope in self.scopes:
+                scope.remove(key, *self.sizes[key])
+            if self.on_release is not None:
+                self.on_release(key)
+
+
+class _Scope:
+    """Running and peak bytes of the storages created inside one measured stretch of code."""
+
+    __slots__ = ("created", "current", "by_dtype", "peak", "peak_by_dtype")
+
+    def __init__(self) -> None:
+        self.created: set[int] = set()
+        self.current = 0
+        self.by_dtype: dict[torch.dtype, int] = {}
+        self.peak = 0
+        self.peak_by_dtype: dict[torch.dtype, int] = {}
+
+    def add(self, key: int, dtype: torch.dtype, nbytes: int) -> None:
+        self.created.add(key)
+        self.current += nbytes
+        self.by_dtype[dtype] = self.by_dtype.get(dtype, 0) + nbytes
+
+    def remove(self, key: int, dtype: torch.dtype, nbytes: int) -> None:
+        if key in self.created:
+            self.created.discard(key)
+            self.current -= nbytes
+            self.by_dtype[dtype] -= nbytes
+
+    def measure(self) -> None:
+        if self.current > self.peak:
+            self.peak = self.current
+            self.peak_by_dtype = {dtype: n for dtype, n in self.by_dtype.items() if n}
