@@ -18,13 +18,13 @@ import sys
 import sysconfig
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ._errors import InvalidInputError, InvalidModelError
 from ._input_specs import InputSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SPEC_FORMS = "torchvision:NAME, timm:NAME, hf:CONFIG_OR_MODEL_CLASS, hf:DIRECTORY, package.module:callable or path/to/file.py:callable"
 
@@ -33,7 +33,7 @@ SPEC_FORMS = "torchvision:NAME, timm:NAME, hf:CONFIG_OR_MODEL_CLASS, hf:DIRECTOR
 class LoadedModel:
     """A model built from a spec, with what the command line needs to analyse it."""
 
-    model: nn.Module
+    model: "nn.Module"
     """The module (on ``meta`` unless its constructor could not run there)."""
     inputs: tuple[InputSpec, ...] | None = None
     """Its default example input; None when the spec says nothing about it (``--input`` needed)."""
@@ -74,6 +74,8 @@ def parse_options(text: str) -> dict[str, Any]:
 
 def build_on_meta(build: Callable[[], Any]) -> Any:
     """``build()`` under the meta device; on CPU when the constructor cannot run on meta."""
+    import torch
+
     try:
         with torch.device("meta"):
             return build()
@@ -144,22 +146,45 @@ _BUILTIN_SOURCES: dict[str, Callable[[str, dict[str, Any]], LoadedModel]] = {
 }
 
 
-def load_model(spec: str, options: dict[str, Any] | None = None) -> LoadedModel:
-    """Build the model a spec names (see :data:`SPEC_FORMS`); ``options`` are keyword
-    arguments of its builder (for ``hf:``, config attributes)."""
-    options = dict(options or {})
-    source, sep, name = spec.partition(":")
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model spec split into its parts (checked without importing torch)."""
+
+    source: str
+    """``torchvision``, ``timm``, ``hf``, ``file`` or ``module``."""
+    location: str
+    """The model name (``resnet50``, ``GPT2Config``, a directory), the file path or the module name."""
+    attribute: str = ""
+    """For ``file`` and ``module``: the callable or module instance in it (``Net``, ``models.build``)."""
+
+
+def parse_spec(spec: str) -> ModelSpec:
+    """Split ``spec`` (one of :data:`SPEC_FORMS`); an :class:`InvalidModelError` if it is none."""
+    source, _, name = spec.partition(":")
     if source in _BUILTIN_SOURCES:
         if not name:
             raise InvalidModelError(f"model {spec!r} names no model: write e.g. {source}:{_EXAMPLE[source]}")
-        return _BUILTIN_SOURCES[source](name, options)
+        return ModelSpec(source, name)
     path, sep, name = spec.rpartition(":")
     if not sep or not path or not name:
         raise InvalidModelError(f"model {spec!r} must look like torchvision:resnet50, mynet:Net, path/to/mynet.py:Net "
                                 f"(forms: {SPEC_FORMS})")
     is_file = path.endswith(".py") or "/" in path or os.sep in path
-    with (_module_from_file(path, spec) if is_file else _module_from_import(path, spec)) as module:
-        factory = _attribute(module, name, path)
+    return ModelSpec("file" if is_file else "module", path, name)
+
+
+def load_model(spec: str, options: dict[str, Any] | None = None) -> LoadedModel:
+    """Build the model a spec names (see :data:`SPEC_FORMS`); ``options`` are keyword
+    arguments of its builder (for ``hf:``, config attributes)."""
+    from torch import nn
+
+    options = dict(options or {})
+    parts = parse_spec(spec)
+    if parts.source in _BUILTIN_SOURCES:
+        return _BUILTIN_SOURCES[parts.source](parts.location, options)
+    opener = _module_from_file if parts.source == "file" else _module_from_import
+    with opener(parts.location, spec) as module:
+        factory = _attribute(module, parts.attribute, parts.location)
         model = call_builder(spec, lambda: _build(factory, options, spec))
     if not isinstance(model, nn.Module):
         raise InvalidModelError(f"{spec} returned {type(model).__name__}, not an nn.Module")
@@ -170,6 +195,8 @@ _EXAMPLE = {"torchvision": "resnet50", "timm": "convnext_tiny", "hf": "GPT2Confi
 
 
 def _build(factory: Any, options: dict[str, Any], spec: str) -> Any:
+    from torch import nn
+
     if isinstance(factory, nn.Module):
         if options:
             raise InvalidInputError(f"{spec} is a module instance: --config needs a class or function to call")
@@ -235,6 +262,8 @@ def _module_from_file(path: str, spec: str) -> Iterator[Any]:
 
 
 def _attribute(module: Any, name: str, where: str) -> Any:
+    from torch import nn
+
     value = module
     for part in name.split("."):
         if not hasattr(value, part):

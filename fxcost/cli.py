@@ -230,24 +230,44 @@ def _load(spec: str, settings: Settings, console: Console) -> "LoadedModel":
     return loaded
 
 
-def _input_sizes(spec: str, loaded: "LoadedModel", args: argparse.Namespace) -> list[tuple["InputSpec", ...]]:
+@dataclass(frozen=True)
+class SizeRequest:
+    """``--input``, ``--batch`` and ``--seq`` as read from the arguments (before any model is built)."""
+
+    inputs: tuple["InputSpec", ...] | None
+    """The ``--input`` tensors; None: the model's default input."""
+    batches: tuple[int | None, ...]
+    """Batch sizes to analyse (None: as the input says)."""
+    seqs: tuple[int | None, ...]
+    """Sequence lengths to analyse (None: as the input says)."""
+
+    @property
+    def is_sweep(self) -> bool:
+        """True when several sizes are asked for."""
+        return len(self.batches) * len(self.seqs) > 1
+
+
+def _size_request(args: argparse.Namespace) -> SizeRequest:
+    from ._input_specs import parse_input, parse_sizes
+
+    return SizeRequest(tuple(parse_input(text) for text in args.input) if args.input else None,
+                       parse_sizes(args.batch, "--batch") if args.batch else (None,),
+                       parse_sizes(args.seq, "--seq") if args.seq else (None,))
+
+
+def _input_sizes(spec: str, loaded: "LoadedModel", request: SizeRequest) -> list[tuple["InputSpec", ...]]:
     """The example inputs to analyse: ``--input`` (or the model's default) at every
     combination of ``--batch`` and ``--seq``."""
-    from ._input_specs import parse_input, parse_sizes, resize
+    from ._input_specs import resize
 
-    if args.input:
-        base = tuple(parse_input(text) for text in args.input)
-    elif loaded.inputs is not None:
-        base = loaded.inputs
-    else:
+    base = request.inputs if request.inputs is not None else loaded.inputs
+    if base is None:
         raise InvalidInputError(f"{spec} needs --input SHAPE (e.g. --input 1x3x224x224 or --input input_ids=1x128:int64)")
-    batches = parse_sizes(args.batch, "--batch") if args.batch else (None,)
-    seqs = parse_sizes(args.seq, "--seq") if args.seq else (None,)
-    too_long = [seq for seq in seqs if seq and loaded.max_seq and seq > loaded.max_seq]
+    too_long = [seq for seq in request.seqs if seq and loaded.max_seq and seq > loaded.max_seq]
     if too_long:
         raise InvalidInputError(f"--seq {too_long[0]} is longer than the {loaded.max_seq} positions {spec} holds; "
                                 f"raise it with --config {loaded.max_seq_option}={too_long[0]}")
-    return [resize(base, batch, seq) for batch, seq in itertools.product(batches, seqs)]
+    return [resize(base, batch, seq) for batch, seq in itertools.product(request.batches, request.seqs)]
 
 
 def _analyse(loaded: "LoadedModel", specs: tuple["InputSpec", ...], args: argparse.Namespace,
@@ -321,8 +341,8 @@ def _view_name(args: argparse.Namespace) -> str:
     given = [f"--{name}" for name in _TABLE_OPTIONS if getattr(args, name) is not None]
     if args.format in ("json", "csv"):
         if given:
-            raise InvalidInputError(f"{', '.join(given)} shape the printed tables; --format {args.format} exports "
-                                    "every node (leave them out, or use --format table/markdown)")
+            raise InvalidInputError(f"{', '.join(given)} cannot be used with --format {args.format}, which exports "
+                                    "every node: leave them out, or use --format table/markdown")
         return args.format
     if args.depth is not None and args.depth < 1:
         raise InvalidInputError(f"--depth must be at least 1, got {args.depth}")
@@ -333,13 +353,18 @@ def _view_name(args: argparse.Namespace) -> str:
     return args.by or ("module" if args.depth else "node")
 
 
+def _check_sweep_options(args: argparse.Namespace) -> str:
+    """Refuse the options of one-size views in a sweep; returns the view name ``sweep``."""
+    given = [f"--{name}" for name in _TABLE_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise InvalidInputError(f"{', '.join(given)} cannot be used with several --batch/--seq sizes (a sweep "
+                                "prints one row of totals per size): give one size")
+    return "sweep"
+
+
 def _sweep_view(points: list, args: argparse.Namespace) -> str:
     from ._sweep import sweep_csv, sweep_json, sweep_table
 
-    given = [f"--{name}" for name in _TABLE_OPTIONS if getattr(args, name) is not None]
-    if given:
-        raise InvalidInputError(f"several --batch/--seq sizes print one row of totals per size; {', '.join(given)} "
-                                "apply to one size (give one size)")
     if args.format == "json":
         return sweep_json(points)
     if args.format == "csv":
@@ -350,14 +375,16 @@ def _sweep_view(points: list, args: argparse.Namespace) -> str:
 def run_analyze(args: argparse.Namespace, console: Console) -> str:
     """``fxcost MODEL``: the chosen view of one analysis, or a table of totals per size."""
     from ._input_specs import batch_and_seq
+    from ._models import parse_spec
     from ._sweep import SweepPoint
 
+    parse_spec(args.model)  # a malformed spec, input or option fails before torch is imported
+    request = _size_request(args)
+    view = _check_sweep_options(args) if request.is_sweep else _view_name(args)
     settings = _settings(args)
-    sizes_requested = bool(args.batch and "," in args.batch or args.seq and "," in args.seq)
-    view = None if sizes_requested else _view_name(args)
     loaded = _load(args.model, settings, console)
-    sizes = _input_sizes(args.model, loaded, args)
-    if view is not None:
+    sizes = _input_sizes(args.model, loaded, request)
+    if not request.is_sweep:
         return VIEWS[view](_analyse(loaded, sizes[0], args, settings, console), args)
     points = []
     for i, specs in enumerate(sizes, 1):
@@ -369,7 +396,8 @@ def run_analyze(args: argparse.Namespace, console: Console) -> str:
 
 # --- fxcost compare A B ----------------------------------------------------------------------
 
-def _report_of(spec: str, args: argparse.Namespace, settings: Settings, console: Console) -> "Report":
+def _report_of(spec: str, args: argparse.Namespace, request: SizeRequest, settings: Settings,
+               console: Console) -> "Report":
     """A saved JSON report, or the analysis of a model spec at one input size."""
     from . import Report
 
@@ -387,21 +415,26 @@ def _report_of(spec: str, args: argparse.Namespace, settings: Settings, console:
             raise InvalidInputError(f"{spec} is not a report written by `fxcost MODEL --format json` "
                                     f"({type(error).__name__}: {error})") from None
     loaded = _load(spec, settings, console)
-    sizes = _input_sizes(spec, loaded, args)
-    if len(sizes) > 1:
-        raise InvalidInputError("compare analyses one input size: give one --batch and one --seq")
-    return _analyse(loaded, sizes[0], args, settings, console)
+    return _analyse(loaded, _input_sizes(spec, loaded, request)[0], args, settings, console)
 
 
 def run_compare(args: argparse.Namespace, console: Console) -> str:
     """``fxcost compare A B``: the per-module delta table."""
     from . import compare
 
+    from ._models import parse_spec
+
     if args.depth < 1:
         raise InvalidInputError(f"--depth must be at least 1, got {args.depth}")
+    for spec in (args.a, args.b):
+        if not spec.endswith(".json"):
+            parse_spec(spec)
+    request = _size_request(args)
+    if request.is_sweep:
+        raise InvalidInputError("compare analyses one input size: give one --batch and one --seq")
     settings = _settings(args)
-    before = _report_of(args.a, args, settings, console)
-    after = _report_of(args.b, args, settings, console)
+    before = _report_of(args.a, args, request, settings, console)
+    after = _report_of(args.b, args, request, settings, console)
     return compare(before, after, args.depth).table(only_changed=not args.all)
 
 

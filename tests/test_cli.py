@@ -478,8 +478,8 @@ def test_compare_rejects_a_file_that_is_not_a_report(cli, tmp_path):
     (["torchvision:resnet18", "--input", "1x4x64x64"], "expected input"),
     (["torchvision:resnet18", "--dtype", "float17"], "unknown --dtype 'float17'"),
     (["torchvision:resnet18", "--batch", "1,x"], "bad --batch '1,x'"),
-    (["torchvision:resnet18", "--format", "json", "--depth", "1"], "--depth shape the printed tables"),
-    (["torchvision:resnet18", "--batch", "1,2", "--top", "3"], "--top apply to one size"),
+    (["torchvision:resnet18", "--format", "json", "--depth", "1"], "--depth cannot be used with --format json, which exports every node"),
+    (["torchvision:resnet18", "--batch", "1,2", "--top", "3"], "--top cannot be used with several --batch/--seq sizes"),
     (["torchvision:resnet18", "--depth", "0"], "--depth must be at least 1"),
     (["torchvision:resnet18", "--sort", "speed"], "unknown column(s) 'speed'"),
     (["torchvision:resnet18", "--config", "oops"], "bad --config item 'oops'"),
@@ -608,9 +608,11 @@ def test_help_and_import_do_not_import_torch():
             "print(sorted(m for m in ('torch', 'torchvision', 'tabulate') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
     assert result.stdout.strip() == "[]", result.stderr
-    code = "import sys; from fxcost.cli import main; main(['--help']); print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
-    assert result.stdout.splitlines()[-1] == "False"
+    for args in (["--help"], ["compare", "--help"], ["resnet18"], ["torchvision:resnet18", "--input", "1xa"],
+                 ["torchvision:resnet18", "--format", "json", "--top", "3"]):  # help, and errors in the arguments
+        code = f"import sys; from fxcost.cli import main; main({args!r}); print('torch' in sys.modules)"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+        assert result.stdout.splitlines()[-1] == "False", args
 
 
 def console_script():
