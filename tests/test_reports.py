@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import pathlib
 
 import pytest
 import torch
@@ -136,6 +137,16 @@ def test_json_totals(resnet50):
     assert totals["peak_with_temporaries_bytes"] >= totals["peak_activation_bytes"] > 0
     assert totals["peak_node"] in {n.name for n in report.nodes} and totals["complete"] is True
     assert set(totals) == set(fxcost._report.TOTALS)
+
+
+def test_json_schema_document_names_every_key(resnet50):
+    _, report = resnet50
+    data = report.to_dict()
+    schema = (pathlib.Path(__file__).parent.parent / "docs" / "json-schema.md").read_text()
+    keys = {*data, *data["totals"], *data["nodes"][0], *data["peak_buffers"][0], *data["memory"]}
+    missing = sorted(key for key in keys if f"`{key}`" not in schema)
+    assert not missing, f"docs/json-schema.md does not describe {missing}"
+    assert f'`"{data["format"]}"`' in schema
 
 
 def test_reports_of_format_1_still_load(resnet50):
