@@ -80,7 +80,8 @@ def build_on_meta(build: Callable[[], Any]) -> Any:
         with torch.device("meta"):
             return build()
     except Exception:  # noqa: BLE001 - e.g. a constructor reading a tensor's value; retried for real
-        return build()
+        built = build()
+        return built.to("meta") if isinstance(built, torch.nn.Module) else built  # the analysis needs no values
 
 
 def _image_input(size: Any, channels: int = 3) -> tuple[InputSpec, ...]:
@@ -181,6 +182,10 @@ def load_model(spec: str, options: dict[str, Any] | None = None) -> LoadedModel:
     options = dict(options or {})
     parts = parse_spec(spec)
     if parts.source in _BUILTIN_SOURCES:
+        weights = [key for key in ("weights", "pretrained", "weights_backbone") if options.get(key)]
+        if weights and parts.source != "hf":
+            raise InvalidInputError(f"--config {weights[0]}=...: fxcost builds models without weights (their values "
+                                    "do not change the costs, and nothing is downloaded); leave it out")
         return _BUILTIN_SOURCES[parts.source](parts.location, options)
     opener = _module_from_file if parts.source == "file" else _module_from_import
     with opener(parts.location, spec) as module:

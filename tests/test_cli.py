@@ -122,6 +122,16 @@ class Tokens(nn.Module):
     def forward(self, input_ids):
         return self.proj(self.embed(input_ids))
 
+class NeedsValues(nn.Module):
+    # reads a weight's value while being built: cannot be built on the meta device
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+        self.scale = float(self.lin.weight.abs().max().item())
+
+    def forward(self, x):
+        return self.lin(x) * self.scale
+
 instance = Net()
 """
 
@@ -284,6 +294,8 @@ def test_module_in_the_current_directory(cli, tmp_path, monkeypatch):
     assert summary_value(result.out, "MACs") == 8 * 8 * 16 * 27
     result = cli("cwdnet_a:instance", "--input", "1x3x10x10", "--raw")  # a module instance is used as is
     assert summary_value(result.out, "MACs") == 8 * 8 * 8 * 27
+    result = cli("cwdnet_a:NeedsValues", "--input", "2x4", "--raw")  # built on the CPU instead
+    assert result.code == 0 and summary_value(result.out, "MACs") == 2 * 4 * 3
 
 
 def test_model_from_a_file_path(cli, tmp_path, monkeypatch):
@@ -483,6 +495,8 @@ def test_compare_rejects_a_file_that_is_not_a_report(cli, tmp_path):
     (["torchvision:resnet18", "--depth", "0"], "--depth must be at least 1"),
     (["torchvision:resnet18", "--sort", "speed"], "unknown column(s) 'speed'"),
     (["torchvision:resnet18", "--config", "oops"], "bad --config item 'oops'"),
+    (["torchvision:resnet18", "--config", "weights='DEFAULT'"], "fxcost builds models without weights"),
+    (["torchvision:resnet18", "--config", "num_clases=10"], "unexpected keyword argument 'num_clases'"),
 ])
 def test_errors_are_one_clear_line(cli, args, message):
     result = cli(*args)
