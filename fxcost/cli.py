@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -149,7 +150,9 @@ class Console:
     def progress(self, text: str) -> None:
         """Show what is being done now (replaces the previous progress line)."""
         if self.live:
-            self.stream.write(f"\r\x1b[Kfxcost: {text} ...")
+            line = f"fxcost: {text} ..."
+            width = shutil.get_terminal_size().columns - 1  # a wrapped line could not be rewritten in place
+            self.stream.write("\r\x1b[K" + (line if len(line) <= width else line[:width - 1] + "…"))
             self.stream.flush()
             self._shown = True
 

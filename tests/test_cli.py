@@ -570,6 +570,11 @@ def test_progress_only_on_a_terminal(capsys, monkeypatch):
     assert terminal.text.endswith("\r\x1b[K")  # the progress line is cleared before the result
     assert len(table(capsys.readouterr().out)[1]) == 2
     terminal.text = ""
+    monkeypatch.setenv("COLUMNS", "30")  # a narrow terminal: the line is cut so it can be rewritten
+    assert main(["torchvision:resnet18", "--top", "1"]) == 0
+    assert "\r\x1b[Kfxcost: analysing ResNet on …" in terminal.text
+    assert all(len(line) <= 29 for line in terminal.text.split("\r\x1b[K"))
+    terminal.text = ""
     assert main(["torchvision:resnet18", "--batch", "1,2", "--quiet"]) == 0
     assert terminal.text == ""
     monkeypatch.undo()
