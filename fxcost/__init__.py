@@ -22,7 +22,7 @@ from ._errors import (
 from ._units import format_bytes, format_count, parse_quantity
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
-    from . import formulas, passes, plot, rules
+    from . import formulas, passes, plot, rules  # noqa: F401
     from ._aggregate import GroupCost
     from ._analyze import TraceFallbackWarning, UnsupportedOpWarning, analyze
     from ._budget import BudgetExceeded, assert_within

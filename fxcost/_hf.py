@@ -38,12 +38,9 @@ def hf_model(target: str, options: dict[str, Any]) -> LoadedModel:
     else:
         config, model_class, origin = _from_class_name(transformers, target, options)
     with _quiet_transformers(transformers):
-        if model_class is None:
-            build = lambda: transformers.AutoModel.from_config(config)  # noqa: E731
-        else:
-            build = lambda: model_class(config)  # noqa: E731
+        build = transformers.AutoModel.from_config if model_class is None else model_class
         with torch.device("meta"):  # never on CPU: a default-size config may have billions of parameters
-            model = call_builder(f"hf:{target}", build)
+            model = call_builder(f"hf:{target}", lambda: build(config))
     shown = {_spelling(config, key): getattr(config, key) for key in _SIZES if getattr(config, key, None) is not None}
     sizes = ", ".join(f"{key}={value}" for key, value in shown.items())
     note = (f"hf:{target}: {type(model).__name__} from {origin} ({sizes}); "
