@@ -48,6 +48,8 @@ QUANTITIES: dict[str, Quantity] = {
 class BudgetExceeded(AssertionError):
     """A report is over one or more of its limits (an AssertionError, so tests fail)."""
 
+    __module__ = "fxcost"  # shown as fxcost.BudgetExceeded, its public name, in test failures
+
 
 def _format(quantity: Quantity, value: float) -> str:
     if quantity.is_bytes:
@@ -100,6 +102,7 @@ def assert_within(report: "Report", **limits: int | float | str) -> "Report":
     ``params``, ``param_bytes``, ``bytes_moved``, ``peak_activation`` (bytes),
     ``peak_memory`` (bytes: activations + parameters + buffers). Returns the report.
     """
+    __tracebackhide__ = True  # pytest shows the failure at the caller's line, not in here
     check_limit_names(limits)
     problems = []
     for name, raw_limit in limits.items():
@@ -135,6 +138,7 @@ def write_baseline(path: str, report: "Report") -> None:
 def assert_near_baseline(report: "Report", path: str, tolerance: float | str = 0.0) -> "Report":
     """Fail if any quantity grew more than ``tolerance`` (``0.02`` or ``"2%"``) over the
     baseline recorded at ``path``."""
+    __tracebackhide__ = True
     if isinstance(tolerance, str):
         text = tolerance.strip()
         tolerance = float(text[:-1]) / 100 if text.endswith("%") else float(text)

@@ -12,8 +12,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _aggregate, _compare, _roofline, _table
+from ._errors import InvalidInputError
 from ._options import MemoryOptions
 from ._records import Buffer, GroupCost, MovesBytes, NodeCost, Status
+
+#: The ``format`` key of :meth:`Report.to_dict`; version 2 added ``totals``.
+FORMAT = "fxcost.report/2"
+_READABLE_FORMATS = ("fxcost.report/1", FORMAT)
+
+#: The figures :meth:`Report.to_dict` puts under ``totals``: report attributes, by name.
+TOTALS = (
+    "macs", "flops", "params", "trainable_params", "non_trainable_params", "param_bytes", "buffer_bytes",
+    "bytes_read", "bytes_written", "bytes_moved", "intensity", "peak_activation_bytes", "peak_node",
+    "peak_with_temporaries_bytes", "weight_memory_bytes", "peak_memory_bytes", "unused_param_count", "complete",
+)
 
 
 @dataclass(frozen=True)
@@ -134,18 +146,26 @@ class Report(MovesBytes):
 
     # --- export -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; :meth:`from_dict` restores an equal Report."""
-        data = dataclasses.asdict(self)
+        """A JSON-ready dict; :meth:`from_dict` restores an equal Report.
+
+        ``format`` names the schema version, ``totals`` holds the model totals (the
+        attributes named in :data:`TOTALS`; derived, ignored by :meth:`from_dict`).
+        """
+        data: dict[str, Any] = {"format": FORMAT, "totals": {name: getattr(self, name) for name in TOTALS}}
+        data.update(dataclasses.asdict(self))
         for node in data["nodes"]:
             node["status"] = node["status"].value
         data["memory"] = self.memory.to_dict()
-        data["format"] = "fxcost.report/1"
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Report":
-        """Rebuild a Report from :meth:`to_dict` output."""
-        data = {k: v for k, v in data.items() if k != "format"}
+        """Rebuild a Report from :meth:`to_dict` output (format version 1 or 2)."""
+        version = data.get("format", FORMAT)
+        if version not in _READABLE_FORMATS:
+            raise InvalidInputError(f"unknown report format {version!r}: this fxcost reads "
+                                    f"{' and '.join(_READABLE_FORMATS)} (a newer fxcost wrote it?)")
+        data = {k: v for k, v in data.items() if k not in ("format", "totals")}
         nodes = tuple(
             NodeCost(**{**node, "status": Status(node["status"]),
                         "output_shapes": tuple(tuple(s) for s in node["output_shapes"])})

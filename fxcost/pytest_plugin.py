@@ -66,6 +66,7 @@ class Budget:
     def __call__(self, model, example_input, *, baseline: bool | None = None, tolerance: Any = None, **options):
         """``fxcost.analyze(model, example_input, **options)``, then check the marker's
         limits (and the baseline); returns the Report."""
+        __tracebackhide__ = True  # a failure reads like an assertion on the test's own line
         from . import analyze
 
         report = analyze(model, example_input, **options)
@@ -73,6 +74,7 @@ class Budget:
 
     def check(self, report, *, baseline: bool | None = None, tolerance: Any = None, **limits):
         """Check an existing report against the marker's limits plus ``limits``."""
+        __tracebackhide__ = True
         self.reports.append(report)
         self._request.config._fxcost_reports.append((self._request.node.nodeid, report))
         assert_within(report, **{**self.limits, **limits})

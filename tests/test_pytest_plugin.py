@@ -1,5 +1,7 @@
 """The pytest plugin, exercised with pytest's own pytester."""
 
+import pathlib
+
 import pytest
 
 import fxcost
@@ -115,6 +117,40 @@ def test_regression(fxcost_budget):
     result.stdout.fnmatch_lines(["*macs: 470 KMACs > limit 451 KMACs*", "*baseline in*+ 2%*"])
 
 
+@pytest.mark.parametrize("tb", ["auto", "long"])
+def test_a_failure_shows_the_users_line_not_fxcost_source(pytester, tb):
+    """Budget failures read like pytest assertions: the message and the test's own line, with
+    fxcost's frames (the plugin fixture, assert_within, the baseline check) hidden."""
+    pytester.makepyfile(test_hide=MODEL + """
+import fxcost
+
+@pytest.mark.fxcost_budget(macs=1000)
+def test_marker(fxcost_budget):
+    fxcost_budget(make_model(), INPUT)  # the marker's line
+
+def test_helper():
+    report = fxcost.analyze(make_model(), INPUT)
+    fxcost.assert_within(report, params=10)  # the helper's line
+
+@pytest.mark.fxcost_budget(baseline=True)
+def test_baseline(fxcost_budget):
+    fxcost_budget(make_model(), INPUT)  # the baseline's line
+""")
+    pytester.path.joinpath("fxcost_baselines").mkdir()
+    pytester.path.joinpath("fxcost_baselines", "test_hide__test_baseline.json").write_text(
+        '{"model": "Sequential", "figures": {"macs": 1000}}')
+    result = pytester.runpytest(f"--tb={tb}")
+    result.assert_outcomes(failed=3)
+    text = result.stdout.str()
+    lines = text.splitlines()
+    for line in ("the marker's line", "the helper's line", "the baseline's line"):
+        assert any(shown.startswith(">") and line in shown for shown in lines), line
+    assert text.count("E       fxcost.BudgetExceeded: fxcost budget exceeded for Sequential:") == 3
+    for source in ("_budget.py", "pytest_plugin.py", "raise BudgetExceeded", "problems.append", "def assert_within",
+                   "def check", "def __call__"):
+        assert source not in text, source
+
+
 def test_report_option_prints_tables(pytester):
     pytester.makepyfile(MODEL + """
 def test_a(fxcost_budget):
@@ -126,9 +162,11 @@ def test_a(fxcost_budget):
     result.stdout.fnmatch_lines(["*output shape*", "*Conv2d*"])
 
 
-def test_plugin_comes_from_the_installed_entry_point(pytester):
+def test_plugin_comes_from_the_installed_entry_point(pytester, monkeypatch):
     """No conftest, a subprocess: the fixture is there because fxcost is installed; with the
     entry point disabled (-p no:fxcost) it is not."""
+    # the entry point is the installed one; the code it names is this copy of fxcost
+    monkeypatch.setenv("PYTHONPATH", str(pathlib.Path(fxcost.__file__).parent.parent))
     pytester.makepyfile(MODEL + """
 def test_fixture(fxcost_budget):
     fxcost_budget(make_model(), INPUT)

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import pathlib
 
 import pytest
 import torch
@@ -102,7 +103,7 @@ def test_backbone_without_head_and_submodule_by_path():
 def test_json_csv_markdown_exports(resnet50):
     _, report = resnet50
     assert fxcost.Report.from_json(report.to_json()) == report
-    assert json.loads(report.to_json())["format"] == "fxcost.report/1"
+    assert json.loads(report.to_json())["format"] == "fxcost.report/2"
     rows = list(csv.DictReader(io.StringIO(report.to_csv())))
     assert len(rows) == len(report.nodes)
     for row, node in zip(rows, report.nodes):
@@ -115,6 +116,47 @@ def test_json_csv_markdown_exports(resnet50):
     lines = markdown.splitlines()
     assert lines[0].startswith("| module") and set(lines[1]) <= set("|-: ")
     assert len(lines) == 2 + 5 + 1
+
+
+def test_json_totals(resnet50):
+    model, report = resnet50
+    totals = json.loads(report.to_json())["totals"]
+    published = torchvision.models.ResNet50_Weights.DEFAULT.meta
+    assert round(totals["macs"] / 1e9, 3) == published["_ops"]  # 4.089 GMACs
+    assert totals["params"] == totals["trainable_params"] == published["num_params"] == 25_557_032
+    assert totals["non_trainable_params"] == 0 and totals["unused_param_count"] == 0
+    assert totals["param_bytes"] == 4 * published["num_params"]
+    # each BatchNorm holds running mean and variance (float32) and num_batches_tracked (int64)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 53
+    assert totals["buffer_bytes"] == sum(2 * 4 * m.num_features for m in norms) + 8 * len(norms)
+    assert totals["bytes_moved"] == totals["bytes_read"] + totals["bytes_written"]
+    assert totals["intensity"] == pytest.approx(totals["flops"] / totals["bytes_moved"])
+    assert totals["peak_memory_bytes"] == (totals["peak_activation_bytes"] + totals["param_bytes"]
+                                           + totals["buffer_bytes"])
+    assert totals["peak_with_temporaries_bytes"] >= totals["peak_activation_bytes"] > 0
+    assert totals["peak_node"] in {n.name for n in report.nodes} and totals["complete"] is True
+    assert set(totals) == set(fxcost._report.TOTALS)
+
+
+def test_json_schema_document_names_every_key(resnet50):
+    _, report = resnet50
+    data = report.to_dict()
+    schema = (pathlib.Path(__file__).parent.parent / "docs" / "json-schema.md").read_text()
+    keys = {*data, *data["totals"], *data["nodes"][0], *data["peak_buffers"][0], *data["memory"]}
+    missing = sorted(key for key in keys if f"`{key}`" not in schema)
+    assert not missing, f"docs/json-schema.md does not describe {missing}"
+    assert f'`"{data["format"]}"`' in schema
+
+
+def test_reports_of_format_1_still_load(resnet50):
+    _, report = resnet50
+    old = json.loads(report.to_json())
+    del old["totals"]
+    old["format"] = "fxcost.report/1"
+    assert fxcost.Report.from_dict(old) == report
+    with pytest.raises(fxcost.InvalidInputError, match="unknown report format 'fxcost.report/9'"):
+        fxcost.Report.from_dict({**old, "format": "fxcost.report/9"})
 
 
 def test_diff_resnet50_vs_resnet101():
