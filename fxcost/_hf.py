@@ -17,7 +17,7 @@ import torch
 
 from ._errors import InvalidInputError, InvalidModelError
 from ._input_specs import InputSpec
-from ._models import LoadedModel, call_builder
+from ._built import LoadedModel, call_builder
 
 #: Default sequence length of text models (``--seq`` changes it).
 DEFAULT_SEQ = 128

@@ -15,34 +15,17 @@ import importlib
 import importlib.util
 import os
 import sys
-import sysconfig
-import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from ._built import LoadedModel, call_builder, describe_failure
 from ._errors import InvalidInputError, InvalidModelError
 from ._input_specs import InputSpec
 
 if TYPE_CHECKING:
-    from torch import nn
+    pass
 
 SPEC_FORMS = "torchvision:NAME, timm:NAME, hf:CONFIG_OR_MODEL_CLASS, hf:DIRECTORY, package.module:callable or path/to/file.py:callable"
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model built from a spec, with what the command line needs to analyse it."""
-
-    model: "nn.Module"
-    """The module (on ``meta`` unless its constructor could not run there)."""
-    inputs: tuple[InputSpec, ...] | None = None
-    """Its default example input; None when the spec says nothing about it (``--input`` needed)."""
-    notes: tuple[str, ...] = ()
-    """Assumptions made while building it, for the user (e.g. the config sizes used)."""
-    max_seq: int | None = None
-    """Longest sequence its position table holds (None: no limit known)."""
-    max_seq_option: str = ""
-    """The ``--config`` key that sets :attr:`max_seq` (``n_positions``)."""
 
 
 def parse_options(text: str) -> dict[str, Any]:
@@ -234,9 +217,9 @@ def _module_from_import(name: str, spec: str) -> Iterator[Any]:
                     f"cannot import {name!r} for model {spec!r}: no module {error.name!r} on sys.path or in the "
                     f"current directory ({os.getcwd()}); for a file elsewhere write path/to/{name.split('.')[-1]}.py:"
                     f"{spec.rpartition(':')[2]}") from None
-            raise InvalidModelError(f"importing {name!r} for model {spec!r} failed: {_describe(error)}") from None
+            raise InvalidModelError(f"importing {name!r} for model {spec!r} failed: {describe_failure(error)}") from None
         except Exception as error:  # noqa: BLE001 - the user's module failed to run: say where
-            raise InvalidModelError(f"importing {name!r} for model {spec!r} failed: {_describe(error)}") from None
+            raise InvalidModelError(f"importing {name!r} for model {spec!r} failed: {describe_failure(error)}") from None
         yield module
 
 
@@ -259,7 +242,7 @@ def _module_from_file(path: str, spec: str) -> Iterator[Any]:
             try:
                 module_spec.loader.exec_module(module)
             except Exception as error:  # noqa: BLE001 - the user's file failed to run: say where
-                raise InvalidModelError(f"running {path} for model {spec!r} failed: {_describe(error)}") from None
+                raise InvalidModelError(f"running {path} for model {spec!r} failed: {describe_failure(error)}") from None
             yield module
     finally:
         if sys.modules.get(name) is module:
@@ -280,27 +263,3 @@ def _attribute(module: Any, name: str, where: str) -> Any:
             raise InvalidModelError(f"{where} has no attribute {name!r}{hint}")
         value = getattr(value, part)
     return value
-
-
-def call_builder(spec: str, call: Callable[[], Any]) -> Any:
-    """``call()``, with an exception from the model's own code turned into a one-line error."""
-    try:
-        return call()
-    except (InvalidModelError, InvalidInputError):
-        raise
-    except Exception as error:  # noqa: BLE001 - the user's constructor failed: say where
-        raise InvalidModelError(f"building the model {spec!r} failed: {_describe(error)}") from None
-
-
-def _describe(error: BaseException) -> str:
-    """``TypeError: message (at file.py:12)``, the place being the innermost frame of the
-    user's code (not the standard library's, an installed package's or fxcost's)."""
-    library = (sysconfig.get_paths()["stdlib"], os.path.dirname(__file__), "site-packages", "dist-packages", "<")
-    frames = traceback.extract_tb(error.__traceback__)
-    if isinstance(error, SyntaxError) and error.filename:
-        return f"SyntaxError: {error.msg} (at {error.filename}:{error.lineno})"
-    own = [f for f in frames if not any(part in f.filename or f.filename.startswith(part) for part in library)]
-    frame = (own or frames or [None])[-1]
-    where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
-    message = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {message}{where}"
