@@ -83,7 +83,9 @@ def trace_with_fallback(
     max_fallbacks: int = 64,
 ) -> tuple[fx.GraphModule, dict[str, str]]:
     """Trace ``root``; where fx cannot trace a module, keep that module whole (a leaf, costed
-    later from the torch calls it makes on fake tensors) and retry. Returns the graph and
+    later from the torch calls it makes on fake tensors) and retry. Where keeping it whole
+    does not help (the call itself cannot be traced, e.g. an argument fx cannot represent),
+    the module making the call is kept whole instead. Returns the graph and
     ``{module path: why it was kept whole}`` (``""`` = the whole model)."""
     fallbacks: dict[str, str] = {}
     while True:
@@ -91,11 +93,14 @@ def trace_with_fallback(
             return trace(root, leaf_modules, concrete_args, fallbacks, runnable=False), fallbacks
         except TraceError as error:
             path = error.module_path
-            if path in fallbacks or len(fallbacks) >= max_fallbacks:
+            while path and path in fallbacks:
+                path = path.rpartition(".")[0]
+            if len(fallbacks) >= max_fallbacks:
                 raise
             reason = error.reason + (f" (at {error.source_line})" if error.source_line else "")
             if not path:
                 return _leaf_root_graph(root, runnable=False), {"": reason}
+            fallbacks = {p: r for p, r in fallbacks.items() if not p.startswith(path + ".")}
             fallbacks[path] = reason
 
 
