@@ -9,16 +9,21 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
+import torch
 import torch.fx as fx
 from torch import nn
 
 from . import rules as _rules  # noqa: F401 - fills the default registry
 from ._compat import new_fake_mode
 from ._costing import CostedGraph, cost_nodes
-from ._graph import describe_target, value_of
+from ._assume import Assumer
+from ._capture import wrap_hooked_rule_modules
+from ._compat import has_forward_hooks
+from ._graph import called_module, describe_target, value_of
 from ._inputs import (
     bind_placeholders,
     constant_arguments,
+    explicit_forward,
     fake_arguments,
     input_device,
     inputs_of,
@@ -29,11 +34,11 @@ from ._liveness import Liveness, compute_liveness
 from ._mirror import Mirror, mirror_model
 from ._options import AnalysisOptions, MemoryOptions
 from ._propagate import propagate, source_line_by_retrace
-from ._records import NodeCost, Status, dtype_name
+from ._records import Assumption, NodeCost, Status, dtype_name, iter_instances
 from ._registry import OpCall
 from ._report import Report
 from ._splice import splice_regions
-from ._trace import trace, trace_with_fallback
+from ._trace import trace, trace_with_fallback, traced_through
 from ._weights import WeightIndex, parameter_totals, real_weight_sizes, weight_memory
 
 
@@ -57,6 +62,8 @@ def analyze(
     exclude: Iterable[str] = (),
     submodule: str | None = None,
     fallback: bool = True,
+    assume: Mapping[str, Any] | Callable[[Any], Any] | None = None,
+    strict: bool = False,
 ) -> Report:
     """Analyse ``model`` on ``example_input`` without running it on real data.
 
@@ -80,6 +87,12 @@ def analyze(
             unsupported Python), keep that module whole and cost it from the torch calls it
             makes on fake tensors (listed in ``report.fallbacks``, one
             :class:`TraceFallbackWarning`). ``False`` raises :class:`TraceError` instead.
+        assume: where the code depends on tensor values (``if x.sum() > 0:``, ``int(n)``), the
+            values to assume per call site, ``{"mynet.py:9": False}``, or a callable taking the
+            site (:class:`fxcost.Site`) and returning a value (None: the default). Defaults:
+            branches taken, integers the input size, sizes their upper bound; every assumption
+            is listed in ``report.assumptions``.
+        strict: raise :class:`ShapePropagationError` on value-dependent code instead of assuming.
 
     Returns:
         A :class:`Report`. Nodes without a cost rule are listed in ``report.unsupported``
@@ -87,7 +100,7 @@ def analyze(
     """
     options = AnalysisOptions.checked(model, mode=mode, leaf_modules=leaf_modules, concrete_args=concrete_args,
                                       rules=rules, memory=memory, exclude=exclude, submodule=submodule,
-                                      fallback=fallback)
+                                      fallback=fallback, assume=assume, strict=strict)
     subject = prepare(model, example_input, options)
     traced = trace_subject(subject, options)
     graph = propagate_subject(subject, traced, options)
@@ -134,13 +147,16 @@ def prepare(model: nn.Module, example_input: Any, options: AnalysisOptions) -> S
     mirror = mirror_model(model, fake_mode, device, options.training_flag, options.exclude)
     with fake_mode:
         args, kwargs = fake_arguments(args, kwargs, device)
-    if options.submodule is None:
-        return Subject(model, mirror, args, kwargs, fake_mode, options.excluded)
-    path = options.submodule
-    args, kwargs = inputs_of(mirror.module, path, args, kwargs, fake_mode)
-    prefix = path + "."
-    return Subject(model.get_submodule(path), mirror.narrow(path), tuple(args), dict(kwargs), fake_mode,
-                   lambda name: options.excluded(prefix + name))
+    excluded = options.excluded
+    if options.submodule is not None:
+        path = options.submodule
+        args, kwargs = inputs_of(mirror.module, path, args, kwargs, fake_mode)
+        model, mirror = model.get_submodule(path), mirror.narrow(path)
+        excluded = lambda name: options.excluded(f"{path}.{name}")  # noqa: E731
+    wrap_hooked_rule_modules(mirror.module, lambda module: options.rules.module_rule(module) is not None)
+    args, kwargs = explicit_forward(mirror.module, tuple(args), dict(kwargs), type(model).__name__,
+                                    traced=traced_through(mirror.module, options.leaf_modules))
+    return Subject(model, mirror, args, kwargs, fake_mode, excluded)
 
 
 @dataclass
@@ -167,12 +183,12 @@ def trace_subject(subject: Subject, options: AnalysisOptions) -> Traced:
     """Trace the mirror, keeping untraceable modules whole when ``options.fallback``, and
     bind the fake arguments to the graph's placeholders."""
     root = subject.mirror.module
-    concrete_args = {**constant_arguments(subject.module, subject.args, subject.kwargs), **options.concrete_args}
+    concrete_args = {**constant_arguments(root, subject.args, subject.kwargs), **options.concrete_args}
     if options.fallback:
         gm, fallbacks = trace_with_fallback(root, options.leaf_modules, concrete_args)
     else:
         gm, fallbacks = trace(root, options.leaf_modules, concrete_args, runnable=False), {}
-    bound = bind_placeholders(gm, subject.args, subject.kwargs, subject.name, parameter_names(subject.module))
+    bound = bind_placeholders(gm, subject.args, subject.kwargs, subject.name, parameter_names(root))
     return Traced(gm, dict(fallbacks), options.leaf_modules, concrete_args, bound)
 
 
@@ -182,17 +198,38 @@ def propagate_subject(subject: Subject, traced: Traced, options: AnalysisOptions
     untraceable) are replaced by the nodes of the calls they made: one graph."""
     registry = options.rules
     root = subject.mirror.module
+    sizes = [size for value in traced.placeholders for tensor in iter_instances(value, torch.Tensor) for size in tensor.shape]
+    assumer = None if options.strict else Assumer(options.assume, max(sizes, default=1))
     propagation = propagate(
         traced.gm, traced.placeholders, subject.fake_mode,
-        look_inside=lambda node: registry.lookup(describe_target(node)[2]) is None,
-        has_rule=lambda module: registry.lookup(type(module)) is not None,
+        look_inside=lambda node: _looked_into(node, registry),
+        has_rule=lambda module: registry.module_rule(module) is not None,
         source_of=source_line_by_retrace(lambda: traced.retrace(root)),
         weight_names={id(t): name for name, t in (*root.named_parameters(), *root.named_buffers())},
         module_paths={id(module): path for path, module in root.named_modules()},
+        assumer=assumer,
     )
     graph = splice_regions(traced.gm, propagation.regions, root)
     graph.meta["fxcost_tracker"] = propagation.tracker  # keeps storage identities unique
+    graph.meta["fxcost_assumptions"] = _assumptions(assumer)
     return graph
+
+
+def _assumptions(assumer: Assumer | None) -> tuple[Assumption, ...]:
+    if assumer is None:
+        return ()
+    return tuple(Assumption(site.location, site.code, what, repr(value) if not isinstance(value, str) else value,
+                            assumer.counts[key])
+                 for key, (site, value, what) in assumer.made.items())
+
+
+def _looked_into(node: fx.Node, registry) -> bool:
+    """Whether a node's torch calls are recorded: it has no rule of its own, or it is a
+    module whose call runs more than its rule prices (forward hooks)."""
+    if node.op == "call_module":
+        module = called_module(node)
+        return registry.module_rule(module) is None or has_forward_hooks(module)
+    return registry.lookup(describe_target(node)[2]) is None
 
 
 def build_report(subject: Subject, traced: Traced, graph: fx.GraphModule, costed: CostedGraph,
@@ -228,6 +265,7 @@ def build_report(subject: Subject, traced: Traced, graph: fx.GraphModule, costed
         module_types=_module_types(nodes, subject.mirror),
         fallbacks=dict(traced.fallbacks),
         quantized={path: s.original for path, s in stand_ins.items()},
+        assumptions=graph.meta.get("fxcost_assumptions", ()),
     )
 
 

@@ -12,21 +12,59 @@ graph's lifetimes are those of the eager run.
 
 from __future__ import annotations
 
+import warnings
 import weakref
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ._compat import TorchFunctionMode, pytree, register_global_module_hooks
-from ._graph import call_key
+from ._assume import Assumer, call_site, warns_before_failing
+from ._compat import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    TorchFunctionMode,
+    has_forward_hooks,
+    pytree,
+    value_unknown,
+    register_global_module_hooks,
+)
+from ._graph import ASSUMPTIONS_KEY, call_key
 from ._records import TensorMeta
 from ._storage import StorageTracker
 
 #: Calls that change a tensor in place but return no tensor: recorded although they have
 #: no tensor output.
 _MUTATORS = frozenset({"__setitem__"})
+
+#: The recorder running, if any (read by :class:`RuleBody`).
+_ACTIVE: ContextVar["Recorder | None"] = ContextVar("fxcost_recorder", default=None)
+
+
+class RuleBody:
+    """The forward of a module that a cost rule prices as a whole but that also has forward
+    hooks: while a recorder records, the forward is recorded as one call of the module (its
+    rule) and the hooks around it call by call. Set on fxcost's mirror only."""
+
+    def __init__(self, module: nn.Module, forward: Callable[..., Any]) -> None:
+        self.module = module
+        self.forward = forward
+
+    def __call__(self, *args, **kwargs):
+        recorder = _ACTIVE.get()
+        if recorder is None or recorder.recording is None or any(recorder.whole):
+            return self.forward(*args, **kwargs)
+        return recorder.body(self.module, self.forward, args, kwargs)
+
+
+def wrap_hooked_rule_modules(root: nn.Module, has_rule: Callable[[nn.Module], bool]) -> None:
+    """Give every module of fxcost's mirror ``root`` that a rule prices whole and that has
+    forward hooks a :class:`RuleBody` forward, so its hooks are costed too."""
+    for module in root.modules():
+        if has_rule(module) and has_forward_hooks(module) and not isinstance(module.__dict__.get("forward"), RuleBody):
+            module.__dict__["forward"] = RuleBody(module, module.forward)
 
 
 @dataclass(frozen=True)
@@ -73,6 +111,8 @@ class CapturedCall:
     busiest aten op (outputs included)."""
     released: list[int] = field(default_factory=list)
     """Storages the program let go of after this call returned, before the next began."""
+    assumptions: list[str] = field(default_factory=list)
+    """What was assumed about values to run this call or read its result (see :mod:`fxcost._assume`)."""
 
     @property
     def key(self) -> Any:
@@ -122,8 +162,12 @@ class Recorder(TorchFunctionMode):
     """
 
     def __init__(self, tracker: StorageTracker, has_rule: Callable[[nn.Module], bool],
-                 module_paths: dict[int, str], weight_names: dict[int, str]) -> None:
+                 module_paths: dict[int, str], weight_names: dict[int, str], assumer: Assumer | None = None) -> None:
         super().__init__()
+        self.assumer = assumer  # None: value-dependent code raises (strict)
+        if assumer is not None:
+            tracker.read_value = self.read_value
+        self.current_node: Any = None  # the graph node being run (assumptions outside recorded calls)
         self.tracker = tracker
         self.has_rule = has_rule
         self.module_paths = module_paths
@@ -141,11 +185,13 @@ class Recorder(TorchFunctionMode):
     # --- lifecycle ---------------------------------------------------------------------
     def __enter__(self):
         self.handles = register_global_module_hooks(self._enter_module, self._leave_module)
+        self.token = _ACTIVE.set(self)
         return super().__enter__()
 
     def __exit__(self, *exc):
         for handle in self.handles:
             handle.remove()
+        _ACTIVE.reset(self.token)
         return super().__exit__(*exc)
 
     def record(self, run: Callable[[], Any], args: tuple, kwargs: dict, path: str, module_type: str,
@@ -205,27 +251,73 @@ class Recorder(TorchFunctionMode):
             self._remember(tensor, Ref("call", index=index, path=path, meta=meta))
             self.produced.setdefault(meta.storage, (index, path))
 
+    def _run(self, func, args: tuple, kwargs: dict) -> tuple[Any, str | None]:
+        """``func(*args, **kwargs)``, or, where it needs tensor values fake tensors do not
+        have, what the assumer assumes (with what was assumed, in words)."""
+        if self.assumer is not None and not self.busy and self.assumer.handles_read(func) and args \
+                and isinstance(args[0], torch.Tensor) and value_unknown(args[0]):
+            return self.assumer.read(func, args[0], call_site())  # what the code asks for: bool, int...
+        try:
+            if warns_before_failing(func):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return func(*args, **kwargs), None
+            return func(*args, **kwargs), None
+        except (DataDependentOutputException, DynamicOutputShapeException):
+            if self.assumer is None or self.busy:
+                raise
+            assumed = self.assumer.sized(func, args, kwargs, call_site())
+            if assumed is None:
+                raise
+            return assumed
+        except RuntimeError as error:
+            # A copy into a slice whose bounds came from assumed values may not fit what
+            # was computed from other assumed values: skip the copy (it moves data only).
+            if self.assumer is None or not self.assumer.made or call_key(func) != "__setitem__":
+                raise
+            return None, self.assumer.skipped(str(error).splitlines()[0], call_site())
+
+    def read_value(self, tensor: torch.Tensor) -> Any:
+        """A value read inside an op (not through ``item()``/``bool()``...): assumed by dtype."""
+        value, what = self.assumer.read(None, tensor, call_site())
+        self._assumed(what, tensor)
+        return value
+
+    def _assumed(self, what: str, tensor: Any) -> None:
+        """Attach an assumption to the recorded call that produced ``tensor``, else to the
+        graph node being run."""
+        entry = self.sources.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+        if self.recording is not None and entry is not None and entry[0]() is tensor and entry[1].kind == "call":
+            self.recording.calls[entry[1].index].assumptions.append(what)
+        elif self.current_node is not None:
+            self.current_node.meta.setdefault(ASSUMPTIONS_KEY, []).append(what)
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if self.recording is None or self.busy or any(self.whole):
-            return func(*args, **kwargs)
+            result, what = self._run(func, args, kwargs)
+            if what is not None:
+                self._assumed(what, None)
+            return result
         self.busy = True
         ref_args, ref_kwargs = self._refs(args), self._refs(kwargs)
         self.busy = False
         self.tracker.open_scope()
         try:
-            result = func(*args, **kwargs)
+            result, what = self._run(func, args, kwargs)
         finally:
             internal = self.tracker.close_scope()
         key = call_key(func)
         if not any(isinstance(v, torch.Tensor) for v in pytree.tree_leaves(result)) and key not in _MUTATORS:
+            if what is not None:  # a value read: the assumption concerns the call that made the tensor
+                self._assumed(what, args[0] if args else None)
             return result  # shape queries, .item(), property reads: their values are constants
         self.busy = True
         try:
             path, module_type = self.where[-1]
             kind = "method" if isinstance(key, str) else "function"
             call = CapturedCall(kind, key, ref_args, ref_kwargs, self.tracker.meta_structure(result), path,
-                                module_type, internal=internal)
+                                module_type, internal=internal, assumptions=[what] if what else [])
             self._append(call, result)
         finally:
             self.busy = False
@@ -235,7 +327,8 @@ class Recorder(TorchFunctionMode):
     def _enter_module(self, module, args):
         if self.recording is None or self.busy:
             return
-        whole = not any(self.whole) and module is not self.outer and self.has_rule(module)
+        whole = (not any(self.whole) and module is not self.outer and self.has_rule(module)
+                 and not isinstance(module.__dict__.get("forward"), RuleBody))  # hooks: see body()
         self.whole.append(whole)
         parent = self.where[-1][0]
         self.where.append((self.module_paths.get(id(module), parent), type(module).__name__))
@@ -257,3 +350,22 @@ class Recorder(TorchFunctionMode):
             self._append(call, output)
         finally:
             self.busy = False
+
+    def body(self, module: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        """Run and record ``module``'s own forward as one call of the module (see :class:`RuleBody`)."""
+        self.whole.append(True)
+        self.tracker.open_scope()
+        try:
+            output = forward(*args, **kwargs)
+        finally:
+            internal = self.tracker.close_scope()
+            self.whole.pop()
+        self.busy = True
+        try:
+            path = self.module_paths.get(id(module), self.where[-1][0])
+            call = CapturedCall("module", path, self._refs(args), self._refs(kwargs), self.tracker.meta_structure(output),
+                                path, type(module).__name__, module=module, internal=internal)
+            self._append(call, output)
+        finally:
+            self.busy = False
+        return output

@@ -25,6 +25,9 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: F401 - re-ex
 IMMUTABLE_LIST = _immutable.immutable_list
 IMMUTABLE_DICT = _immutable.immutable_dict
 
+#: The aten op every read of a tensor's value goes through (``item()``, ``bool()``, ``int()``...).
+LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
+
 #: The logger fake tensors report kernel failures to (fxcost re-raises them with context).
 FAKE_TENSOR_LOGGER = "torch._subclasses.fake_tensor"
 
@@ -79,3 +82,36 @@ def register_global_module_hooks(pre_hook, hook) -> list[Any]:
         module_module.register_module_forward_pre_hook(pre_hook),
         module_module.register_module_forward_hook(hook, with_kwargs=True, always_call=True),
     ]
+
+
+#: Per-module tables of user forward hooks, in the order ``Module._call_impl`` runs them.
+_PRE_HOOKS, _PRE_HOOKS_WITH_KWARGS = "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs"
+_HOOKS, _HOOKS_WITH_KWARGS = "_forward_hooks", "_forward_hooks_with_kwargs"
+
+
+def has_forward_hooks(module: torch.nn.Module) -> bool:
+    """Whether ``module`` has forward pre-hooks or forward hooks of its own."""
+    return bool(module.__dict__.get(_PRE_HOOKS) or module.__dict__.get(_HOOKS))
+
+
+def take_forward_hooks(module: torch.nn.Module) -> tuple[list, list]:
+    """Remove ``module``'s forward pre-hooks and forward hooks (it must be fxcost's own copy)
+    and return them as ``[(hook, with_kwargs)]`` lists, in the order torch runs them."""
+    state = module.__dict__
+    pre = [(hook, key in state.get(_PRE_HOOKS_WITH_KWARGS, {})) for key, hook in state.get(_PRE_HOOKS, {}).items()]
+    post = [(hook, key in state.get(_HOOKS_WITH_KWARGS, {})) for key, hook in state.get(_HOOKS, {}).items()]
+    for table in (_PRE_HOOKS, _PRE_HOOKS_WITH_KWARGS, _HOOKS, _HOOKS_WITH_KWARGS):
+        if table in state:
+            state[table] = type(state[table])()
+    return pre, post
+
+
+def is_functorch_wrapped(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a functorch wrapper (a ``vmap``-batched tensor...), which has no storage."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+
+
+def value_unknown(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a fake tensor whose values fxcost cannot read (fake tensors made
+    from small Python constants keep their values)."""
+    return isinstance(tensor, FakeTensor) and getattr(tensor, "constant", None) is None

@@ -11,6 +11,7 @@ from torch import nn
 
 from ._capture import CapturedCall
 from ._graph import (
+    ASSUMPTIONS_KEY,
     CALLS_KEY,
     KEPT_WHOLE_KEY,
     PARTIAL_KEY,
@@ -76,9 +77,11 @@ def _unpriced(base: dict[str, Any], outputs, activations: list[TensorMeta], weig
                     weight_bytes=weight_bytes, bytes_written=sum(o.nbytes for o in outputs), **status)
 
 
-def _base(name: str, op: str, target: str, op_type: str, module: tuple[str, str], outputs) -> dict[str, Any]:
+def _base(name: str, op: str, target: str, op_type: str, module: tuple[str, str], outputs,
+          assumptions: list[str] = ()) -> dict[str, Any]:
     return dict(name=name, op=op, target=target, op_type=op_type, module_path=module[0], module_type=module[1],
-                output_shapes=tuple(o.shape for o in outputs), dtype=dtype_name(outputs[0].dtype) if outputs else None)
+                output_shapes=tuple(o.shape for o in outputs), dtype=dtype_name(outputs[0].dtype) if outputs else None,
+                assumption="; ".join(dict.fromkeys(assumptions)))
 
 
 # --- graph nodes -------------------------------------------------------------------------
@@ -99,7 +102,8 @@ def _cost_node(node: fx.Node, rules: RuleRegistry, weights: WeightIndex, root_ty
     if KEPT_WHOLE_KEY in node.meta:  # the end of a module kept whole: named after the module
         target, op_type = node.meta[KEPT_WHOLE_KEY], module_of(node)[1]
     outputs = tuple(iter_metas(value_of(node)))
-    base = _base(node.name, node.op, target, op_type, module_of(node, root_type), outputs)
+    base = _base(node.name, node.op, target, op_type, module_of(node, root_type), outputs,
+                 node.meta.get(ASSUMPTIONS_KEY, ()))
     partial = node.meta.get(PARTIAL_KEY)
     if KEPT_WHOLE_KEY in node.meta:
         note = "end of a module kept whole: the torch calls it made are the nodes before"

@@ -98,6 +98,8 @@ PARTIAL_KEY = "fxcost_partial"
 RELEASED_KEY = "fxcost_released"
 #: Storages created by captured code that outlive it without being returned (alive to the end).
 RETAINED_KEY = "fxcost_retained"
+#: What was assumed about tensor values to run this node (see :mod:`fxcost._assume`).
+ASSUMPTIONS_KEY = "fxcost_assumptions"
 #: On the node ending a module kept whole: the module's qualified class name.
 KEPT_WHOLE_KEY = "fxcost_kept_whole"
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from ._compat import pytree, storage_key
+from ._compat import has_forward_hooks, pytree, storage_key, take_forward_hooks
 from ._errors import InvalidInputError
 
 
@@ -199,3 +199,83 @@ def inputs_of(root: torch.nn.Module, path: str, args: tuple, kwargs: dict, fake_
     if not captured:
         raise InvalidInputError(f"module {path!r} is never called by the model's forward on this input")
     return captured[0]
+
+
+def run_with_hooks(module: torch.nn.Module, forward: Any, pre: list, post: list, args: tuple, kwargs: dict) -> Any:
+    """``forward(*args, **kwargs)`` between ``module``'s forward pre-hooks and forward hooks,
+    as ``nn.Module.__call__`` runs them (``[(hook, with_kwargs)]``)."""
+    for hook, with_kwargs in pre:
+        if with_kwargs:
+            result = hook(module, args, kwargs)
+            if result is not None:
+                args, kwargs = result
+        else:
+            result = hook(module, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+    output = forward(*args, **kwargs)
+    for hook, with_kwargs in post:
+        result = hook(module, args, kwargs, output) if with_kwargs else hook(module, args, output)
+        if result is not None:
+            output = result
+    return output
+
+
+def explicit_forward(root: torch.nn.Module, args: tuple, kwargs: dict, name: str,
+                     traced: bool = True) -> tuple[tuple, dict]:
+    """Give the mirror ``root`` a forward with one named parameter per tensor argument the
+    example input passes, when its own forward cannot be used as it is: it takes
+    ``*args``/``**kwargs`` (the example's extra positional arguments become ``args_0``,
+    ``args_1``..., its unknown keys go to ``**kwargs``), or, when ``root`` is ``traced``
+    (fx traces the class's forward, not ``__call__``), it was assigned per instance or the
+    model has forward hooks (then run around it, as ``__call__`` would). Non-tensor arguments
+    become constants. Returns the arguments for the new forward (all by keyword); the
+    original ones when nothing needs changing. ``root`` must be fxcost's own mirror."""
+    forward = root.forward
+    parameters = forward_parameters(root)
+    variadic = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters)
+    if not (variadic or (traced and ("forward" in root.__dict__ or has_forward_hooks(root)))):
+        return args, kwargs
+    try:
+        bound = inspect.signature(forward).bind(*args, **kwargs)
+    except TypeError as error:
+        names = ", ".join(p.name for p in parameters) or "none"
+        raise InvalidInputError(f"{name}.forward() does not accept the example input ({error}); "
+                                f"its parameters are: {names}") from None
+    positional: list[tuple[str, Any]] = []  # (placeholder name, value), passed in order
+    keywords: dict[str, tuple[str, Any]] = {}  # keyword -> (placeholder name, value)
+    in_order = True  # every earlier parameter was given: this one can go by position (as callers do)
+    for parameter in parameters:
+        if parameter.name not in bound.arguments:
+            in_order = False  # left to its default
+            continue
+        value = bound.arguments[parameter.name]
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            positional += [(f"{parameter.name}_{i}", v) for i, v in enumerate(value)]
+        elif parameter.kind is parameter.VAR_KEYWORD:
+            keywords.update({key: (key, v) for key, v in value.items()})
+        elif parameter.kind is parameter.KEYWORD_ONLY or not in_order:
+            keywords[parameter.name] = (parameter.name, value)
+        else:
+            positional.append((parameter.name, value))
+    takes_tensors = lambda v: any(isinstance(t, torch.Tensor) for t in pytree.tree_leaves(v))  # noqa: E731
+    inputs = [(n, v) for n, v in (*positional, *keywords.values()) if takes_tensors(v)]
+    constants = {n: v for n, v in (*positional, *keywords.values()) if not takes_tensors(v)}
+    source = (f"def forward(self, {', '.join(n for n, _ in inputs)}):\n"
+              f"    given = {{{', '.join(f'{n!r}: {n}' for n, _ in inputs)}}}\n"
+              f"    return _call(self, given)\n")
+    pre, post = take_forward_hooks(root) if traced else ([], [])
+    original = root.__dict__.pop("forward", None) or type(root).forward.__get__(root)
+
+    def _call(module, given):
+        values = {**constants, **given}
+        call_args = tuple(values[n] for n, _ in positional)
+        call_kwargs = {key: values[n] for key, (n, _) in keywords.items()}
+        return run_with_hooks(module, original, pre, post, call_args, call_kwargs)
+
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<fxcost forward of {name}>", "exec"), {"_call": _call}, namespace)  # noqa: S102
+    cls = type(root)
+    root.__class__ = type(cls.__name__, (cls,), {"forward": namespace["forward"], "__module__": cls.__module__,
+                                                 "__qualname__": cls.__qualname__})
+    return (), {n: v for n, v in inputs}

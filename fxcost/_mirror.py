@@ -7,6 +7,7 @@ user's modules, reading their weights or materialising ``meta`` tensors.
 
 from __future__ import annotations
 
+import types
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -115,11 +116,15 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
 
 def _shallow_copy(module: nn.Module) -> nn.Module:
     """A new module object of the same class sharing ``module``'s attributes, except its
-    hook tables, which are its own."""
+    hook tables, which are its own, and methods bound to it per instance (``self.forward =
+    self.forward_fast``), which are bound to the copy."""
     clone = object.__new__(type(module))
     clone.__dict__.update(module.__dict__)
     for table in _HOOK_TABLES:
         value = module.__dict__.get(table)
         if isinstance(value, dict):
             clone.__dict__[table] = OrderedDict(value)
+    for name, value in module.__dict__.items():
+        if isinstance(value, types.MethodType) and value.__self__ is module:
+            clone.__dict__[name] = types.MethodType(value.__func__, clone)
     return clone

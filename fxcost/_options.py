@@ -87,6 +87,10 @@ class AnalysisOptions:
     """Module path analysed alone, with the input it receives inside the model."""
     fallback: bool = True
     """Keep modules fx cannot trace whole instead of raising."""
+    assume: Mapping[str, Any] | Callable[[Any], Any] | None = None
+    """Values to assume at value-dependent call sites (``{"file.py:9": False}`` or a callable)."""
+    strict: bool = False
+    """Raise on value-dependent code instead of assuming."""
 
     @property
     def training_flag(self) -> bool | None:
@@ -97,7 +101,8 @@ class AnalysisOptions:
     def checked(cls, model: nn.Module, *, mode: str = "eval", leaf_modules: Iterable[type[nn.Module]] = (),
                 concrete_args: Mapping[str, Any] | None = None,
                 rules: Mapping[Any, Callable[[OpCall], Any]] | None = None, memory: MemoryOptions | None = None,
-                exclude: Iterable[str] = (), submodule: str | None = None, fallback: bool = True) -> "AnalysisOptions":
+                exclude: Iterable[str] = (), submodule: str | None = None, fallback: bool = True,
+                assume: Mapping[str, Any] | Callable[[Any], Any] | None = None, strict: bool = False) -> "AnalysisOptions":
         """Validate every option against ``model``; raise a clear error naming the fix."""
         check_model(model)
         if mode not in MODES:
@@ -111,9 +116,15 @@ class AnalysisOptions:
         exclude = tuple(exclude)
         for path in (*exclude, *([submodule] if submodule is not None else [])):
             check_path(model, path)
+        if assume is not None and not callable(assume):
+            if not isinstance(assume, Mapping) or not all(isinstance(key, str) and ":" in key for key in assume):
+                raise InvalidInputError("assume must map 'file.py:LINE' call sites to values (e.g. {'mynet.py:9': False}), "
+                                        f"or be a callable taking the site; got {assume!r}")
+        if assume is not None and strict:
+            raise InvalidInputError("strict=True makes value-dependent code an error: pass assume= or strict=True, not both")
         return cls(mode=mode, leaf_modules=leaf_modules, concrete_args=dict(concrete_args or {}),
                    rules=RULES.merged(rules), memory=memory or MemoryOptions(), exclude=exclude,
-                   submodule=submodule, fallback=fallback)
+                   submodule=submodule, fallback=fallback, assume=assume, strict=strict)
 
     def excluded(self, name: str) -> bool:
         """Whether the parameter/buffer/module ``name`` lies inside an excluded module."""

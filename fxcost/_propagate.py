@@ -16,6 +16,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from ._assume import Assumer
 from ._capture import Recorder, Recording
 from ._compat import FAKE_TENSOR_LOGGER, IMMUTABLE_DICT, IMMUTABLE_LIST, FakeTensorMode, is_data_dependent, pytree
 from ._errors import ShapePropagationError
@@ -57,6 +58,7 @@ class _Propagator(fx.Interpreter):
 
     def run_node(self, n: fx.Node) -> Any:
         self.recorder.last_recording = None
+        self.recorder.current_node = n
         try:
             if n.op in ("call_function", "call_method", "call_module") and self.look_inside(n):
                 args, kwargs = self.fetch_args_kwargs_from_env(n)
@@ -148,13 +150,15 @@ def propagate(
     source_of: Callable[[fx.Node], str | None] | None = None,
     weight_names: dict[int, str] | None = None,
     module_paths: dict[int, str] | None = None,
+    assumer: Assumer | None = None,
 ) -> Propagation:
     """Run ``gm`` on fake ``args``, storing each node's outputs as TensorMeta in
     ``node.meta``, and record the torch calls made inside the nodes for which
     ``look_inside(node)`` is true (submodules for which ``has_rule(module)`` is true count as
     one call). ``weight_names`` (``id -> name`` of parameters and buffers) and
     ``module_paths`` (``id -> path`` of modules, default: as seen from ``gm``) name the
-    weights recorded calls read and the modules they run in.
+    weights recorded calls read and the modules they run in. ``assumer`` completes code that
+    depends on tensor values by stated assumptions (None: such code raises).
 
     All fake tensors of the graph stay referenced until the end, so storage identities are
     unique; inside recorded code, tensors live as long as the program keeps them.
@@ -162,7 +166,7 @@ def propagate(
     if module_paths is None:
         module_paths = {id(module): path for path, module in gm.named_modules()}
     tracker = StorageTracker()
-    recorder = Recorder(tracker, has_rule, module_paths, weight_names or {})
+    recorder = Recorder(tracker, has_rule, module_paths, weight_names or {}, assumer)
     propagator = _Propagator(gm, look_inside, recorder)
     propagator.source_of = source_of
     fake_log = logging.getLogger(FAKE_TENSOR_LOGGER)

@@ -168,6 +168,8 @@ class NodeCost(MovesBytes):
     """Activation bytes alive while this node runs (see ``Report.peak_activation_bytes``)."""
     temporary_bytes: int = 0
     """Bytes the node allocates internally beyond its outputs and frees before returning."""
+    assumption: str = ""
+    """What was assumed about tensor values to run this node (see ``Report.assumptions``)."""
 
     @property
     def bytes_read(self) -> int:
@@ -230,3 +232,20 @@ class GroupCost(MovesBytes):
     """Fraction of the model's MACs (0..1)."""
     flops_share: float
     """Fraction of the model's FLOPs (0..1)."""
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """A value fxcost assumed where the model's code depends on tensor values."""
+
+    location: str
+    """``file:line`` of the code (innermost frame outside torch and fxcost); ``assume=``
+    takes it as a key."""
+    code: str
+    """That line of source."""
+    what: str
+    """What was assumed, in words."""
+    value: str
+    """The assumed value (``repr``), or ``upper bound`` for a value-dependent size."""
+    count: int
+    """How many times it was assumed there."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import torch
+import torch.nn.utils.parametrize
 
 from ._records import Cost, TensorMeta, iter_metas
 
@@ -83,6 +84,14 @@ class RuleRegistry:
                 if rule is not None:
                     break
         return rule
+
+    def module_rule(self, module: torch.nn.Module) -> Rule | None:
+        """The rule that costs a call of ``module`` as a whole: its class's rule, unless the
+        module computes a parametrized weight (``torch.nn.utils.parametrize``), whose
+        computation is part of the call's cost."""
+        if torch.nn.utils.parametrize.is_parametrized(module):
+            return None
+        return self.lookup(type(module))
 
     def merged(self, overrides: Mapping[Any, Rule] | None) -> "RuleRegistry":
         """A new registry with ``overrides`` taking precedence; ``self`` is not modified."""

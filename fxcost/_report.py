@@ -14,7 +14,7 @@ from typing import Any
 from . import _aggregate, _compare, _roofline, _table
 from ._errors import InvalidInputError
 from ._options import MemoryOptions
-from ._records import Buffer, GroupCost, MovesBytes, NodeCost, Status
+from ._records import Assumption, Buffer, GroupCost, MovesBytes, NodeCost, Status
 
 #: The ``format`` key of :meth:`Report.to_dict`; version 2 added ``totals``.
 FORMAT = "fxcost.report/2"
@@ -72,6 +72,9 @@ class Report(MovesBytes):
     quantized: dict[str, str] = field(default_factory=dict)
     """Converted quantized modules -> their class; each was costed as the float module it
     computes, with its weights counted at their real (int8) size."""
+    assumptions: tuple[Assumption, ...] = ()
+    """Values fxcost assumed where the code depends on tensor values (branches on values,
+    ``.item()``, value-dependent output sizes); the nodes concerned say so in ``assumption``."""
     fallbacks: dict[str, str] = field(default_factory=dict)
     """Modules torch.fx could not trace -> why; each was costed whole from the torch calls
     it makes on fake tensors ('' = the whole model)."""
@@ -175,6 +178,7 @@ class Report(MovesBytes):
         data["inputs"] = tuple((name, tuple(shape), dtype) for name, shape, dtype in data.get("inputs", ()))
         data["unsupported"] = {k: tuple(v) for k, v in data.get("unsupported", {}).items()}
         data["peak_buffers"] = tuple(Buffer(**b) for b in data.get("peak_buffers", ()))
+        data["assumptions"] = tuple(Assumption(**a) for a in data.get("assumptions", ()))
         data["memory"] = MemoryOptions.from_dict(data.get("memory", {}))
         return cls(nodes=nodes, **data)
 

@@ -21,6 +21,7 @@ from torch import nn
 from ._capture import CapturedCall, Recording, Ref
 from ._compat import pytree
 from ._graph import (
+    ASSUMPTIONS_KEY,
     INTERNAL_KEY,
     KEPT_WHOLE_KEY,
     MODULE_KEY,
@@ -46,17 +47,22 @@ def region_output(spec: Any, leaves: list, held: tuple) -> Any:
 
 def splice_regions(gm: fx.GraphModule, regions: dict[fx.Node, Recording], root: nn.Module) -> fx.GraphModule:
     """Replace every module kept whole by the nodes of the calls it made; returns the new
-    GraphModule over ``root`` (``gm``'s graph, rewritten)."""
+    GraphModule over ``root`` (``gm``'s graph, rewritten). When the model itself was kept
+    whole (one node calling it), the graph stays over ``gm``, which holds the model under
+    that node's target."""
     if not regions:
         return gm
     graph = gm.graph
-    constants = _Constants(root)
+    whole_model = next((n for n in regions if n.op == "call_module" and module_of(n)[0] == "" and n.target), None)
+    prefix = f"{whole_model.target}." if whole_model is not None else ""
+    base = gm if whole_model is not None else root
+    constants = _Constants(base)
     for node, recording in regions.items():
         with graph.inserting_before(node):
-            end = _Region(graph, node, recording, constants).build()
+            end = _Region(graph, node, recording, constants, prefix).build()
         node.replace_all_uses_with(end)
         graph.erase_node(node)
-    return GraphOnlyModule(root, graph, type(root).__name__)
+    return GraphOnlyModule(base, graph, type(root).__name__)
 
 
 class _Constants:
@@ -80,7 +86,9 @@ class _Constants:
 
 
 class _Region:
-    def __init__(self, graph: fx.Graph, node: fx.Node, recording: Recording, constants: _Constants) -> None:
+    def __init__(self, graph: fx.Graph, node: fx.Node, recording: Recording, constants: _Constants,
+                 prefix: str) -> None:
+        self.prefix = prefix  # of module paths as attributes of the graph's root
         self.graph = graph
         self.node = node
         self.recording = recording
@@ -100,20 +108,24 @@ class _Region:
         cls = type(called_module(self.node))
         end.meta.update({MODULE_KEY: self.module, VALUE_KEY: value_of(self.node), RETAINED_KEY: self.recording.retained,
                          KEPT_WHOLE_KEY: f"{cls.__module__}.{cls.__qualname__}"})
-        if PARTIAL_KEY in self.node.meta:
-            end.meta[PARTIAL_KEY] = self.node.meta[PARTIAL_KEY]
+        for key in (PARTIAL_KEY, ASSUMPTIONS_KEY):  # what was said of the module's node as a whole
+            if key in self.node.meta:
+                end.meta[key] = self.node.meta[key]
         return end
 
     def _call_node(self, call: CapturedCall) -> fx.Node:
         args = tuple(self._arg(a) for a in call.args)
         kwargs = {k: self._arg(v) for k, v in call.kwargs.items()}
+        target = call.target
         if call.kind == "module":
-            hint = call.target
+            hint, target = call.target or self.module[1], (self.prefix + call.target).rstrip(".")
         else:
             hint = f"{call.module_path}.{call.target if isinstance(call.target, str) else getattr(call.target, '__name__', 'call')}"
-        node = self.graph.create_node(_OPCODES[call.kind], call.target, args, kwargs, name=hint.lstrip(".") or None)
+        node = self.graph.create_node(_OPCODES[call.kind], target, args, kwargs, name=hint.lstrip(".") or None)
         node.meta.update({MODULE_KEY: (call.module_path, call.module_type), VALUE_KEY: call.output,
                           INTERNAL_KEY: call.internal, RELEASED_KEY: call.released})
+        if call.assumptions:
+            node.meta[ASSUMPTIONS_KEY] = call.assumptions
         return node
 
     def _arg(self, value: Any) -> Any:
@@ -131,9 +143,9 @@ class _Region:
             return self._pick(self.calls[ref.index], ("call", ref.index), ref.path)
         if ref.kind == "input":
             return self._input(ref.path)
-        name = ref.name if ref.kind == "weight" else self.constants.name(ref.value)
+        name = self.prefix + ref.name if ref.kind == "weight" else self.constants.name(ref.value)
         if name not in self.attributes:
-            node = self.graph.get_attr(name)
+            node = self.graph.create_node("get_attr", name)  # fake weights are no nn.Parameter: skip its check
             node.meta.update({MODULE_KEY: self.module, VALUE_KEY: ref.meta})
             self.attributes[name] = node
         return self.attributes[name]

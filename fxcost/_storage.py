@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._compat import TorchDispatchMode, key_of_storage, storage_key
+from ._compat import LOCAL_SCALAR, DataDependentOutputException, TorchDispatchMode, key_of_storage, storage_key
 from ._records import TensorMeta, iter_instances
 
 
@@ -30,6 +30,9 @@ class StorageTracker(TorchDispatchMode):
         self.kept: dict[int, Any] = {}  # storage objects, so their identities stay unique
         self.scopes: list[_Scope] = []
         self.on_release: Callable[[int], None] | None = None
+        self.read_value: Callable[[torch.Tensor], Any] | None = None
+        """Answers an op that needs a tensor's value (``item()``, ``bool()``, a tensor used as
+        a Python index) where the fake tensor has none; None: such ops raise."""
 
     # --- identities ----------------------------------------------------------------------
     def meta(self, tensor: torch.Tensor) -> TensorMeta:
@@ -70,9 +73,15 @@ class StorageTracker(TorchDispatchMode):
         kwargs = kwargs or {}
         for tensor in iter_instances((args, kwargs), torch.Tensor):
             key = storage_key(tensor)
-            if key not in self.sizes:
+            if key not in self.sizes and key not in self.preexisting:
                 self.preexisting.add(key)
-        out = func(*args, **kwargs)
+                self.kept.setdefault(key, tensor.untyped_storage())  # its identity is never reused
+        try:
+            out = func(*args, **kwargs)
+        except DataDependentOutputException:
+            if func is not LOCAL_SCALAR or self.read_value is None:
+                raise
+            return self.read_value(args[0])
         for tensor in iter_instances(out, torch.Tensor):
             self._track(tensor)
         for scope in self.scopes:

@@ -46,6 +46,11 @@ class CostTracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
+def traced_through(module: nn.Module, leaf_modules: Iterable[type[nn.Module]] = ()) -> bool:
+    """Whether fx traces ``module``'s forward (False: it stays one call, a leaf)."""
+    return not CostTracer(leaf_modules).is_leaf_module(module, "")
+
+
 class GraphOnlyModule(fx.GraphModule):
     """A GraphModule that skips generating Python code: fxcost only interprets the graph."""
 

@@ -90,7 +90,8 @@ def bilinear_module(call: OpCall) -> Cost:
     return Cost(macs, 2 * macs + _bias_flops(call, module.bias is not None))
 
 
-@register(torch.matmul, operator.matmul, "matmul", "__matmul__", torch.mm, "mm", torch.bmm, "bmm")
+@register(torch.matmul, operator.matmul, "matmul", "__matmul__", torch.mm, "mm", torch.bmm, "bmm",
+          torch.mv, "mv", torch.dot, "dot", torch.vdot, "vdot")
 def matmul(call: OpCall) -> Cost:
     macs = fm.matmul_macs(call.inputs[0].shape, call.out.shape)
     return Cost(macs, 2 * macs)
@@ -232,6 +233,14 @@ def rms_norm_module(call: OpCall) -> Cost:
 @register(F.rms_norm)
 def rms_norm_function(call: OpCall) -> Cost:
     return Cost(0, call.out.numel * (3 + (1 if call.arg(2, "weight") is not None else 0)))
+
+
+@register(torch._weight_norm)
+def weight_norm(call: OpCall) -> Cost:
+    """``g * v / ||v||`` with the norm taken over every dim but ``dim``: square and
+    accumulate (2) and scale (1) per element of ``v``; a square root and a divide per norm."""
+    v, g = call.arg(0, "v"), call.arg(1, "g")
+    return Cost(0, 3 * v.numel + 2 * g.numel)
 
 
 @register(nn.LocalResponseNorm, F.local_response_norm)
@@ -464,3 +473,36 @@ def grid_sample(call: OpCall) -> Cost:
 
 
 register(torch.meshgrid, torch.functional.meshgrid)(_data_movement)
+
+
+# --- detection post-processing (torchvision ops) ---------------------------------------------
+
+#: FLOPs of the IoU of one pair of boxes and its comparison with the threshold: four max/min
+#: for the intersection corners, two clamped widths (2 each), the intersection area (1),
+#: the union (2) and the ratio (1), then the compare (1).
+IOU_FLOPS = 13
+
+
+@register(torch.ops.torchvision.nms, torch.ops.torchvision.nms.default)
+def nms(call: OpCall) -> Cost:
+    """Non-maximum suppression of N boxes, at its upper bound: box areas (3 each), a sort
+    (N*ceil(log2 N) comparisons), and the IoU of every pair (N*(N-1)/2)."""
+    count = call.arg(0, "dets").shape[0]
+    return Cost(0, 3 * count + count * max(1, (count - 1).bit_length()) + IOU_FLOPS * count * (count - 1) // 2)
+
+
+@register(torch.ops.torchvision.roi_align, torch.ops.torchvision.roi_align.default)
+def roi_align(call: OpCall) -> Cost:
+    """RoIAlign: every output bin averages ``sampling_ratio`` x ``sampling_ratio`` bilinear
+    samples (4 taps: 7 FLOPs each, plus the sum) and divides once. An adaptive sampling
+    ratio (<= 0) depends on each RoI's size: counted as 2, torchvision's usual setting."""
+    ratio = call.arg(5, "sampling_ratio", 2)
+    samples = (ratio if ratio > 0 else 2) ** 2
+    return Cost(0, call.out.numel * (samples * (fm.interpolate_flops((1,), "bilinear", 2) + 1) + 1))
+
+
+@register(torch.unique, "unique", torch.unique_consecutive, "unique_consecutive")
+def unique(call: OpCall) -> Cost:
+    """Sorting the input (n*ceil(log2 n) comparisons) and comparing neighbours (n)."""
+    count = call.inputs[0].numel
+    return Cost(0, count * max(1, (count - 1).bit_length()) + count)

@@ -1,0 +1,269 @@
+"""Completing the analysis of value-dependent code by stated assumptions.
+
+Fake tensors have shapes but no values. Where a model reads a value (``if x.sum() > 0:``,
+``n = int(mask.sum())``) or calls an op whose output size depends on values (``nonzero``,
+boolean-mask indexing, ``unique``, NMS), fxcost assumes, states the assumption, and goes on:
+
+================================  ===============================================================
+what the code does                assumed
+================================  ===============================================================
+``bool(t)``, ``if t:``            ``True`` (the branch is taken)
+``t.item()``, ``int(t)``          bool tensors ``True``; integers: the input size (the largest
+                                  size of the model's example inputs); floats ``1.0``
+``nonzero``/``argwhere``,         every element is selected: the upper bound of the output size
+``torch.where(cond)``,
+``masked_select``, ``x[mask]``
+``unique``                        one value (every element equal): code that loops over the
+                                  values and selects each group then does its per-group work
+                                  once on everything, the most that work can be
+``bincount``                      ``max(minlength, input size)`` bins
+a copy into a slice (``x[a:b] =``)  skipped when bounds and value, both from assumed values,
+whose shapes disagree             disagree (it moves data, no arithmetic)
+torchvision ``nms``               every box is kept (the model's own limits, e.g. a detector's
+                                  ``post_nms_top_n`` or ``detections_per_img``, then apply)
+================================  ===============================================================
+
+``assume={"mynet.py:9": False}`` (the call site, ``file:line``) or a callable overrides a
+value; ``strict=True`` raises the clear error instead of assuming.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+
+from ._errors import InvalidInputError, ShapePropagationError
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_FXCOST_DIR = os.path.dirname(__file__) + os.sep
+#: A branch assumed taken this many times at one site is a loop that would never end.
+LOOP_LIMIT = 1000
+
+_VALUE_READS = {"__bool__", "item", "__int__", "__index__", "__float__", "tolist"}
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where the code read a value or made a value-dependent call."""
+
+    location: str
+    """``file:line`` of the innermost frame outside torch and fxcost (or the graph node)."""
+    code: str
+    """That line of source."""
+    kind: str
+    """``branch`` (bool), ``value`` (item/int/float) or ``size`` (an output size)."""
+    default: Any
+    """What fxcost assumes unless told otherwise."""
+
+
+def call_site() -> tuple[str, str]:
+    """``(file:line, code)`` of the innermost Python frame outside torch and fxcost."""
+    import linecache
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not (path.startswith(_TORCH_DIR) or path.startswith(_FXCOST_DIR) or frame.f_code.co_filename.startswith("<")):
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}", line
+        frame = frame.f_back
+    return "", ""
+
+
+class Assumer:
+    """Decides, and remembers, every value-dependent assumption of one analysis."""
+
+    def __init__(self, assume: Mapping[str, Any] | Callable[[Site], Any] | None, input_size: int) -> None:
+        self.assume = assume
+        self.input_size = input_size
+        self.counts: dict[tuple[str, str], int] = {}
+        self.made: dict[tuple[str, str], tuple[Site, Any, str]] = {}  # (location, what) -> (site, value, what)
+
+    # --- decisions ---------------------------------------------------------------------
+    def _decide(self, site: Site) -> Any:
+        if callable(self.assume):
+            chosen = self.assume(site)
+            return site.default if chosen is None else chosen
+        for key, value in (self.assume or {}).items():
+            if site.location == key or site.location.endswith(os.sep + key) or site.location.endswith("/" + key):
+                return value
+        return site.default
+
+    def _note(self, site: Site, value: Any, what: str) -> None:
+        key = (site.location, what)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.made.setdefault(key, (site, value, what))
+        if site.kind == "branch" and value and self.counts[key] > LOOP_LIMIT:
+            raise ShapePropagationError(
+                f"the value-dependent branch at {site.location} ({site.code}) was assumed True {LOOP_LIMIT} times: "
+                f"a loop that only ends on tensor values never ends under that assumption\n"
+                f"  fix: pass assume={{{os.path.basename(site.location)!r}: False}} to analyze() "
+                "(or a value that ends the loop)")
+
+    # --- value reads -------------------------------------------------------------------
+    def handles_read(self, func: Any) -> bool:
+        """Whether ``func`` reads a tensor's value (``bool``, ``item``...)."""
+        return getattr(func, "__name__", None) in _VALUE_READS
+
+    def read(self, func: Any, tensor: torch.Tensor, where: tuple[str, str]) -> tuple[Any, str]:
+        """The assumed result of ``func(tensor)`` and what was assumed, in words (``func``
+        None: a value read inside an op, e.g. a tensor used as a Python index: by dtype)."""
+        name = func.__name__ if func is not None else None
+        if name == "__bool__" or tensor.dtype is torch.bool:  # (name None: a read inside an op, by dtype)
+            kind, default = "branch", True
+        elif name in ("__int__", "__index__") or not tensor.dtype.is_floating_point:
+            kind, default = "value", self.input_size
+        else:
+            kind, default = "value", 1.0
+        site = Site(where[0], where[1], kind, default)
+        value = self._decide(site)
+        if name == "__bool__":
+            value = bool(value)
+        elif name in ("__int__", "__index__"):
+            value = int(value)
+        elif name == "__float__":
+            value = float(value)
+        if name == "tolist":
+            value = _nested(tensor.shape, value)
+        what = f"{_READ_WORDS.get(name, name)} of a {tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')} " \
+               f"tensor taken as {value!r}"
+        self._note(site, value, what)
+        return value, what
+
+    def skipped(self, reason: str, where: tuple[str, str]) -> str:
+        """Note a copy skipped because values assumed before make its shapes disagree."""
+        what = f"copy skipped: the slice and the value copied into it disagree under values assumed before ({reason})"
+        self._note(Site(where[0], where[1], "skip", None), None, what)
+        return what
+
+    # --- value-dependent sizes -----------------------------------------------------------
+    def sized(self, func: Any, args: tuple, kwargs: dict, where: tuple[str, str]) -> tuple[Any, str] | None:
+        """The upper-bound result of a value-dependent-size call, or None if fxcost knows no bound."""
+        substitute = _substitutes().get(func)
+        result = substitute(self, *args, **kwargs) if substitute is not None else None
+        if result is None:
+            return None
+        result, what = result
+        site = Site(where[0], where[1], "size", "upper bound")
+        if self.assume is not None and not callable(self.assume) and self._decide(site) != "upper bound":
+            raise InvalidInputError(f"assume={{...}} gives {self._decide(site)!r} for {site.location}, which is a "
+                                    "value-dependent size: fxcost can only assume its upper bound there")
+        self._note(site, "upper bound", what)
+        return result, what
+
+
+_READ_WORDS = {"__bool__": "bool()", "item": ".item()", "__int__": "int()", "__index__": "an index",
+               "__float__": "float()", "tolist": ".tolist()", None: "the value"}
+
+
+def _nested(shape: torch.Size, value: Any) -> Any:
+    if not shape:
+        return value
+    return [_nested(shape[1:], value) for _ in range(shape[0])]
+
+
+# --- substitutes: every element selected ---------------------------------------------------
+
+def _all_positions(mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Index tensors selecting every position of ``mask`` (what ``mask.nonzero(as_tuple=True)``
+    gives when all of it is True)."""
+    count = mask.numel()
+    flat = torch.arange(count, device=mask.device)
+    indices = []
+    for size in reversed(mask.shape):
+        indices.append(flat % size)
+        flat = flat // size
+    return tuple(reversed(indices))
+
+
+def _nonzero(assumer: Assumer, input: torch.Tensor, *, as_tuple: bool = False, out=None):
+    indices = _all_positions(input)
+    what = f"nonzero selects all {input.numel()} elements"
+    if as_tuple:
+        return indices, what
+    return torch.stack(indices, dim=1) if indices else torch.zeros(1, 0, dtype=torch.long), what
+
+
+def _where(assumer: Assumer, condition: torch.Tensor, *rest, **kwargs):
+    if rest or kwargs:
+        return None  # the three-argument form has a static size: not handled here
+    return _all_positions(condition), f"torch.where selects all {condition.numel()} elements"
+
+
+def _masked_select(assumer: Assumer, input: torch.Tensor, mask: torch.Tensor, *, out=None):
+    count = math.prod(torch.broadcast_shapes(input.shape, mask.shape))
+    return torch.empty(count, dtype=input.dtype, device=input.device), f"masked_select keeps all {count} elements"
+
+
+def _getitem(assumer: Assumer, tensor: torch.Tensor, index: Any):
+    items = index if isinstance(index, tuple) else (index,)
+    selected = []
+    converted = []
+    for item in items:
+        if isinstance(item, torch.Tensor) and item.dtype in (torch.bool, torch.uint8):
+            converted.extend(_all_positions(item))
+            selected.append(item.numel())
+        else:
+            converted.append(item)
+    if not selected:
+        return None
+    return tensor[tuple(converted)], f"a boolean mask selects all {' x '.join(map(str, selected))} elements"
+
+
+def _unique(assumer: Assumer, input: torch.Tensor, sorted: bool = True, return_inverse: bool = False,
+            return_counts: bool = False, dim: int | None = None, **_):
+    shape = (1,) if dim is None else (*input.shape[:dim], 1, *input.shape[dim + 1:])
+    outputs = [torch.empty(shape, dtype=input.dtype, device=input.device)]
+    if return_inverse:
+        outputs.append(torch.empty(input.shape if dim is None else (input.shape[dim],), dtype=torch.long,
+                                   device=input.device))
+    if return_counts:
+        outputs.append(torch.empty(1, dtype=torch.long, device=input.device))
+    count = input.numel() if dim is None else input.shape[dim]
+    return (outputs[0] if len(outputs) == 1 else tuple(outputs)), f"unique finds one value in all {count} elements"
+
+
+def _bincount(assumer: Assumer, input: torch.Tensor, weights: torch.Tensor | None = None, minlength: int = 0):
+    bins = max(minlength, assumer.input_size)
+    dtype = weights.dtype if weights is not None else torch.long
+    return torch.zeros(bins, dtype=dtype, device=input.device), f"bincount has {bins} bins (the input size)"
+
+
+def _nms(assumer: Assumer, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float):
+    count = boxes.shape[0]
+    return torch.arange(count, device=boxes.device), f"NMS keeps all {count} boxes"
+
+
+_TABLE: dict[Any, Callable] | None = None
+
+
+def warns_before_failing(func: Any) -> bool:
+    """Whether ``func``'s fake kernel warns before it fails on a value-dependent size
+    (torchvision's NMS), so the warning should be silenced: fxcost assumes instead."""
+    return _substitutes().get(func) is _nms
+
+
+def _substitutes() -> dict[Any, Callable]:
+    global _TABLE
+    if _TABLE is None:
+        table: dict[Any, Callable] = {
+            torch.nonzero: _nonzero, torch.Tensor.nonzero: _nonzero, torch.argwhere: _nonzero,
+            torch.Tensor.argwhere: _nonzero, torch.where: _where, torch.masked_select: _masked_select,
+            torch.Tensor.masked_select: _masked_select, torch.Tensor.__getitem__: _getitem,
+            torch.unique: _unique, torch.Tensor.unique: _unique, torch.bincount: _bincount,
+            torch.Tensor.bincount: _bincount,
+        }
+        try:
+            import torchvision  # noqa: F401 - registers torch.ops.torchvision
+
+            table[torch.ops.torchvision.nms] = _nms
+            table[torch.ops.torchvision.nms.default] = _nms
+        except (ImportError, AttributeError):
+            pass
+        _TABLE = table
+    return _TABLE
