@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch.utils.flop_counter import FlopCounterMode
 
 import fxcost
 from memory_probe import measure_peak
+from reference import torch_macs
 
 settings.register_profile("ci", max_examples=12, derandomize=True, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -109,13 +109,6 @@ def models(draw):
     return nn.Sequential(*blocks).eval(), shapes, (n, c, h, h)
 
 
-def real_macs(model, x):
-    """torch's FlopCounterMode on a real execution (grad enabled: no fused MHA fast path)."""
-    with FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() // 2
-
-
 def _profile():
     import os
 
@@ -142,7 +135,7 @@ def test_invariants(generated):
     assert [n for n in report.nodes if n.op == "call_module" or n.op.startswith("call")][-1].output_shapes[0] == out_shape
 
     # MACs agree with torch's own counter on a real execution
-    assert report.macs == real_macs(model, x)
+    assert report.macs == torch_macs(model, x)
 
     # composition: the parts sum to the whole
     parts = [fxcost.analyze(block, shape) for block, shape in zip(model, shapes)]

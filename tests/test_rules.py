@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from fxcost import formulas
 from conftest import analyze_quiet
+from reference import torch_macs
 
 
 def conv_out(size, kernel, stride=1, padding=0, dilation=1):
@@ -21,13 +21,6 @@ def conv_out(size, kernel, stride=1, padding=0, dilation=1):
 def single(report, op_type):
     (node,) = [n for n in report.nodes if n.op_type == op_type]
     return node
-
-
-def measured_macs(module, *inputs):
-    """MACs measured by torch's FlopCounterMode on a real execution (it counts 2 FLOPs per MAC)."""
-    with FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return counter.get_total_flops() // 2
 
 
 # --- convolution ---------------------------------------------------------------------
@@ -68,7 +61,7 @@ def test_conv_transpose2d_by_hand():
 )
 def test_matmul_class_modules_agree_with_torch_flop_counter(module, shape):
     report = analyze_quiet(module, shape)
-    assert report.macs == measured_macs(module, torch.randn(shape))
+    assert report.macs == torch_macs(module, torch.randn(shape))
 
 
 def test_conv1d_and_conv3d_by_hand():
@@ -182,7 +175,7 @@ def test_scaled_dot_product_attention_by_hand():
     report = analyze_quiet(Model(), (q, k, v))
     scores = 2 * 4 * 10 * 12
     assert report.macs == scores * 16 + scores * 8
-    assert report.macs == measured_macs(Model(), torch.randn(2, 4, 10, 16), torch.randn(2, 4, 12, 16), torch.randn(2, 4, 12, 8))
+    assert report.macs == torch_macs(Model(), torch.randn(2, 4, 10, 16), torch.randn(2, 4, 12, 16), torch.randn(2, 4, 12, 8))
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
