@@ -143,7 +143,7 @@ class _AllocationTracker(TorchDispatchMode):
         super().__init__()
         self.holders: dict[int, int] = {}
         self.sizes: dict[int, tuple[torch.dtype, int]] = {}
-        self.known: set[int] = set()
+        self.known: dict[int, torch.UntypedStorage] = {}  # held: a freed storage's address may be reused
         self.current = 0
         self.peak: dict[torch.dtype, int] = {}
         self.peak_total = 0
@@ -153,7 +153,7 @@ class _AllocationTracker(TorchDispatchMode):
         for leaf in _tensors((args, kwargs)):
             key = leaf.untyped_storage()._cdata
             if key not in self.sizes:
-                self.known.add(key)  # created before this node: not a temporary
+                self.known[key] = leaf.untyped_storage()  # created before this node: not a temporary
         out = func(*args, **kwargs)
         for leaf in _tensors(out):
             self._track(leaf)
