@@ -3,8 +3,10 @@
 The GraphModule is executed for real on CPU by an fx Interpreter that frees every value after
 its last use and drops unread values at once (as fx's generated code does), under a TorchDispatchMode that sees every tensor
 an aten op creates: a storage is counted once, when first seen, and released by weakref
-finalizers when the last tensor using it dies. Parameters, buffers and the inputs are not
-created by the run; the inputs are added as held by the caller.
+finalizers when the last tensor using it dies. Parameters and buffers are not created by the
+run. The inputs are held by the caller for the whole call (added to every figure), or, with
+``free_inputs=True``, handed over to the run (copied under the tracker, referenced only by the
+interpreter) and freed after their last use.
 """
 
 from __future__ import annotations
@@ -60,10 +62,16 @@ class StorageTracker(TorchDispatchMode):
 
 
 class _Measuring(fx.Interpreter):
-    def __init__(self, gm, tracker):
+    def __init__(self, gm, tracker, handed_over=None):
         super().__init__(gm, garbage_collect_values=True)
         self.tracker = tracker
         self.node_live: list[int] = []
+        self.handed_over = handed_over  # inputs only the interpreter references, or None
+
+    def placeholder(self, target, args, kwargs):
+        if self.handed_over is not None:
+            return self.handed_over.pop(0)
+        return super().placeholder(target, args, kwargs)
 
     def run_node(self, n):
         result = super().run_node(n)
@@ -73,15 +81,18 @@ class _Measuring(fx.Interpreter):
         return result
 
 
-def measure_peak(model: torch.nn.Module, *inputs: torch.Tensor, leaf_modules=()) -> dict[str, int]:
-    """Real live-activation peaks of one eval forward: at node boundaries and at every aten op."""
+def measure_peak(model: torch.nn.Module, *inputs: torch.Tensor, leaf_modules=(), training: bool = False,
+                 free_inputs: bool = False) -> dict[str, int]:
+    """Real live-activation peaks of one forward without grad (modules in eval mode, or in train
+    mode with ``training=True``: the model's flags are changed), at node boundaries and at
+    every aten op."""
     gm = trace(model, leaf_modules)
-    gm.eval()
+    gm.train(training)
     preexisting = {_key(t) for t in (*gm.parameters(), *gm.buffers(), *inputs)}
-    held = sum(t.untyped_storage().nbytes() for t in {_key(t): t for t in inputs}.values())
+    held = 0 if free_inputs else sum(t.untyped_storage().nbytes() for t in {_key(t): t for t in inputs}.values())
     tracker = StorageTracker(preexisting)
-    interpreter = _Measuring(gm, tracker)
     with torch.no_grad(), tracker:
+        interpreter = _Measuring(gm, tracker, [t.clone() for t in inputs] if free_inputs else None)
         output = interpreter.run(*inputs)
         del output
     return {

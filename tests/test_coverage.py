@@ -1,9 +1,12 @@
 """Coverage: torchvision's other families, a fixed sample of timm models and Hugging Face
-transformers built from configs — all on the meta device. Figures are compared with what
-torchvision publishes with its weights, with torchvision twins of timm models, and with the
-analytic 2·N·T transformer formulas."""
+transformers built from configs, all on the meta device. MACs are compared exactly with torch's
+FlopCounterMode run on the same meta model, and with published figures: torchvision's ``_ops``
+and ``num_params``, timm's published parameter counts, and parameter counts worked out by hand
+from the transformers configs."""
 
+import csv
 import logging
+import pathlib
 import warnings
 
 import pytest
@@ -13,14 +16,8 @@ from torchvision.models import get_model, get_model_weights
 
 import fxcost
 from fxcost import Status
-
-
-def meta_model(builder, **kwargs):
-    try:
-        with torch.device("meta"):
-            return builder(**kwargs)
-    except Exception:  # a few constructors cannot run on the meta device
-        return builder(**kwargs).to("meta")
+from reference import torch_macs
+from zoo import assert_published, meta_model, on_meta
 
 
 def quiet_analyze(model, example_input):
@@ -30,36 +27,47 @@ def quiet_analyze(model, example_input):
         return fxcost.analyze(model, example_input)
 
 
-def check_published(name, report):
-    published = get_model_weights(name).DEFAULT.meta
-    gmacs = report.macs / 1e9
-    assert abs(gmacs / published["_ops"] - 1) < 0.005 or round(gmacs, 3) == published["_ops"], (gmacs, published["_ops"])
-    assert report.params == published["num_params"]
+def check_exact(model, example_input, **kwargs):
+    """Analyses ``model`` (put in eval mode) and checks its MACs against FlopCounterMode on the
+    same meta model; returns the report."""
+    model.eval()
+    report = quiet_analyze(model, example_input)
+    assert report.complete
+    reference = on_meta(example_input)
+    if isinstance(reference, dict):
+        assert report.macs == torch_macs(model, **reference)
+    else:
+        assert report.macs == torch_macs(model, *(reference if isinstance(reference, tuple) else (reference,)))
+    return report
 
 
 # --- torchvision ---------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", tvm.list_models(module=tvm.segmentation))
 def test_torchvision_segmentation(name):
     kwargs = {"weights_backbone": None} if name.startswith("lraspp") else {"weights_backbone": None, "aux_loss": True}
-    report = quiet_analyze(meta_model(lambda **k: get_model(name, **k), **kwargs), (1, 3, 520, 520))
-    check_published(name, report)  # published at 520x520, aux classifier included
+    report = check_exact(meta_model(get_model, name, **kwargs), (1, 3, 520, 520))
+    assert_published(report, name)  # published at 520x520, aux classifier included
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", tvm.list_models(module=tvm.video))
 def test_torchvision_video(name):
     crop = get_model_weights(name).DEFAULT.transforms.keywords["crop_size"]
-    report = quiet_analyze(meta_model(lambda: get_model(name)), (1, 3, 16, *crop))
-    check_published(name, report)
+    report = check_exact(meta_model(get_model, name), (1, 3, 16, *crop))
+    assert_published(report, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", tvm.list_models(module=tvm.optical_flow))
 def test_torchvision_optical_flow_through_the_fallback(name):
-    report = quiet_analyze(meta_model(lambda: get_model(name)), ((1, 3, 512, 512), (1, 3, 512, 512)))
+    report = check_exact(meta_model(get_model, name), ((1, 3, 512, 512), (1, 3, 512, 512)))
     assert list(report.fallbacks) == [""]  # RAFT's forward branches on shapes: costed from its calls
-    check_published(name, report)  # the published figures are for 512x512 frames
+    assert_published(report, name)  # the published figures are for 512x512 frames
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", tvm.list_models(module=tvm.quantization))
 def test_torchvision_quantizable(name):
     base = name.removeprefix("quantized_")
@@ -69,17 +77,18 @@ def test_torchvision_quantizable(name):
     if base in ("googlenet", "inception_v3"):
         kwargs["init_weights"] = False
     size = get_model_weights(name).DEFAULT.transforms.keywords["crop_size"]
-    report = quiet_analyze(meta_model(lambda: get_model(name, **kwargs)), (1, 3, size, size))
-    check_published(name, report)
+    report = check_exact(meta_model(get_model, name, **kwargs), (1, 3, size, size))
+    assert_published(report, name)
 
 
 SINGLE_STAGE = ["fcos_resnet50_fpn", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "ssd300_vgg16",
                 "ssdlite320_mobilenet_v3_large"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", tvm.list_models(module=tvm.detection))
 def test_torchvision_detection_counts_up_to_postprocessing(name):
-    model = meta_model(lambda: get_model(name, weights_backbone=None))
+    model = meta_model(get_model, name, weights_backbone=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = fxcost.analyze(model, ([torch.empty(3, 320, 320)],))
@@ -95,7 +104,19 @@ def test_torchvision_detection_counts_up_to_postprocessing(name):
 
 # --- timm ------------------------------------------------------------------------------
 
-timm = pytest.importorskip("timm")
+@pytest.fixture
+def timm():
+    """timm, or a skip of this test alone when it is not installed."""
+    return pytest.importorskip("timm")
+
+
+@pytest.fixture
+def transformers():
+    """transformers, or a skip of this test alone when it is not installed."""
+    module = pytest.importorskip("transformers")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return module
+
 
 #: A fixed sample across timm's families: the shortest-named one or two models of each.
 TIMM_SAMPLE = [
@@ -119,36 +140,50 @@ TIMM_SAMPLE = [
     "inception_next_atto", "hiera_base_224", "hiera_huge_224", "vitamin_base_224", "starnet_s1",
 ]
 
-#: timm models with a torchvision twin: (torchvision name, input size)
+#: Parameter counts timm publishes for these models (millions, 2 decimals): the param_count column
+#: of timm's inference benchmark, results/benchmark-infer-amp-nchw-pt291-cu130-pro6000maxq.csv in
+#: github.com/huggingface/pytorch-image-models (commit 90cae8c, January 2026).
+TIMM_PARAMS = {row["model"]: float(row["param_count"]) for row in csv.DictReader(
+    open(pathlib.Path(__file__).parent / "data" / "timm_param_counts.csv"))}
+
+#: Models timm's benchmark counts in their re-parameterized inference form (branches and
+#: BatchNorms fused into one convolution or linear: ``timm.utils.reparameterize_model``).
+REPARAMETERIZED = {"levit_128", "levit_192", "repvgg_a0", "fastvit_t8", "fastvit_s12", "repvit_m1", "mobileone_s0"}
+
+#: timm models with a torchvision twin (same architecture, same published figures)
 TWINS = {"resnet18": "resnet18", "densenet121": "densenet121", "wide_resnet50_2": "wide_resnet50_2",
          "deit_base_patch16_224": "vit_b_16"}
 
 
 def test_timm_sample_is_large_enough():
     assert len(TIMM_SAMPLE) == len(set(TIMM_SAMPLE)) >= 100
+    assert set(TIMM_PARAMS) == set(TIMM_SAMPLE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TIMM_SAMPLE)
-def test_timm_model(name):
-    model = meta_model(lambda: timm.create_model(name, pretrained=False))
+def test_timm_model(name, timm):
+    model = meta_model(timm.create_model, name, pretrained=False)
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))
-    report = quiet_analyze(model, (1, *size))
-    assert report.complete and report.macs > 0
-    assert report.params == sum(p.numel() for p in model.parameters())
+    report = check_exact(model, (1, *size))
+    params = report.params
+    if name in REPARAMETERIZED:  # fusing computes new weights: real ones are needed
+        fused = timm.utils.reparameterize_model(timm.create_model(name, pretrained=False).eval())
+        params = quiet_analyze(fused, (1, *size)).params
+    assert abs(params - round(TIMM_PARAMS[name] * 1e6)) <= 5_000, (params, TIMM_PARAMS[name])  # printed precision
     if name in TWINS:
-        check_published(TWINS[name], report)
+        assert_published(report, TWINS[name])
 
 
 # --- Hugging Face transformers ------------------------------------------------------------------
 
-transformers = pytest.importorskip("transformers")
-logging.getLogger("transformers").setLevel(logging.ERROR)
-
 T, LAYERS, D = 16, 2, 64
+VOCAB, FFN, HEADS = 1000, 128, 4
 IDS = torch.zeros(1, T, dtype=torch.long)
+LN = 2 * D  # a LayerNorm's weight and bias
 
 
-def matmul_params(model, skip=("wte", "wpe", "embed", "shared")):
+def matmul_params(model):
     """Weights of every matmul (Linear / GPT-2's Conv1D), embeddings excluded; the LM head
     counts even when tied to the embedding (it is still a matmul)."""
     total = 0
@@ -165,67 +200,97 @@ def analytic_decoder_macs(model):
     return T * matmul_params(model) + 2 * LAYERS * T * T * D
 
 
+def llama_like(tf, family):
+    config = getattr(tf, f"{family}Config")(num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS,
+                                            num_key_value_heads=2, intermediate_size=FFN, vocab_size=VOCAB)
+    return getattr(tf, f"{family}ForCausalLM")(config)
+
+
 DECODERS = {
-    "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=LAYERS, n_embd=D, n_head=4, vocab_size=1000, n_positions=128, bos_token_id=0, eos_token_id=0)),
-    "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=128, vocab_size=1000)),
-    "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(
-        num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=128, vocab_size=1000)),
+    "gpt2": lambda tf: tf.GPT2LMHeadModel(tf.GPT2Config(
+        n_layer=LAYERS, n_embd=D, n_head=HEADS, vocab_size=VOCAB, n_positions=128, bos_token_id=0, eos_token_id=0)),
+    "llama": lambda tf: llama_like(tf, "Llama"),
+    "mistral": lambda tf: llama_like(tf, "Mistral"),
 }
+
+ENCODERS = {
+    "bert": (lambda tf: tf.BertModel(tf.BertConfig(
+        num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS, intermediate_size=256, vocab_size=VOCAB)),
+        {"input_ids": IDS}),
+    "t5": (lambda tf: tf.T5ForConditionalGeneration(tf.T5Config(
+        num_layers=LAYERS, d_model=D, num_heads=HEADS, d_kv=16, d_ff=FFN, vocab_size=VOCAB)),
+        {"input_ids": IDS, "decoder_input_ids": IDS}),
+    "vit": (lambda tf: tf.ViTModel(tf.ViTConfig(
+        num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=HEADS, intermediate_size=FFN, image_size=32,
+        patch_size=8)), {"pixel_values": torch.empty(1, 3, 32, 32)}),
+    "whisper": (lambda tf: tf.WhisperForConditionalGeneration(tf.WhisperConfig(
+        encoder_layers=LAYERS, decoder_layers=LAYERS, d_model=D, encoder_attention_heads=HEADS,
+        decoder_attention_heads=HEADS, encoder_ffn_dim=FFN, decoder_ffn_dim=FFN, vocab_size=VOCAB, num_mel_bins=16,
+        max_source_positions=32, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)),
+        {"input_features": torch.empty(1, 16, 64), "decoder_input_ids": IDS}),
+}
+
+#: Parameters of each configuration above, by hand from the architecture and its defaults.
+PARAMS_BY_HAND = {
+    # token + position (n_positions) embeddings; per layer: LN, qkv, proj, LN, fc (4d), fc-proj, all
+    # with bias; final LN; the LM head is tied to the token embedding
+    "gpt2": VOCAB * D + 128 * D + LAYERS * (LN + D * 3 * D + 3 * D + D * D + D + LN + D * 4 * D + 4 * D + 4 * D * D + D)
+    + LN,
+    # embedding; per layer: q (4 heads x 16), k and v (2 kv heads x 16), o, gate/up/down, two RMSNorm
+    # weights, no biases; final RMSNorm; an untied LM head
+    "llama": VOCAB * D + LAYERS * (D * 64 + 2 * D * 32 + 64 * D + 3 * D * FFN + 2 * D) + D + VOCAB * D,
+    # word, position (512) and token-type (2) embeddings + LN; per layer: q, k, v, out with bias, LN,
+    # intermediate (256) and output with bias, LN; the pooler
+    "bert": VOCAB * D + 512 * D + 2 * D + LN + LAYERS * (4 * (D * D + D) + LN + D * 256 + 256 + 256 * D + D + LN)
+    + D * D + D,
+    # shared embedding (tied to the LM head); encoder layers: q, k, v, o (4 heads x 16), RMS weight,
+    # wi/wo (d_ff), RMS weight; decoder layers add cross-attention and its RMS weight; the first
+    # self-attention of each stack has a relative bias table (32 buckets x 4 heads); final RMS weights
+    "t5": VOCAB * D + LAYERS * (4 * D * 64 + D + 2 * D * FFN + D) + 32 * HEADS + D
+    + LAYERS * (2 * (4 * D * 64 + D) + 2 * D * FFN + D) + 32 * HEADS + D,
+    # CLS token, position embeddings (16 patches + CLS), 8x8 patch conv with bias; per layer: LN, q, k,
+    # v, out with bias, LN, intermediate and output with bias; final LN; the pooler
+    "vit": D + 17 * D + 3 * 8 * 8 * D + D + LAYERS * (LN + 4 * (D * D + D) + LN + D * FFN + FFN + FFN * D + D) + LN
+    + D * D + D,
+    # encoder: two k=3 convs with bias, positions (32); per layer: q, v, out with bias and k without
+    # (4d² + 3d), LN, fc1/fc2 with bias, LN; final LN. decoder: tokens, positions (448); per layer:
+    # self- and cross-attention, 3 LNs, fc1/fc2; final LN; the output projection is tied to the tokens
+    "whisper": 16 * D * 3 + D + D * D * 3 + D + 32 * D + LAYERS * (4 * D * D + 3 * D + LN + D * FFN + FFN + FFN * D + D + LN)
+    + LN + VOCAB * D + 448 * D + LAYERS * (2 * (4 * D * D + 3 * D) + 3 * LN + D * FFN + FFN + FFN * D + D) + LN,
+}
+PARAMS_BY_HAND["mistral"] = PARAMS_BY_HAND["llama"]
 
 
 @pytest.mark.parametrize("name", DECODERS)
-def test_decoder_lm_macs_match_the_analytic_formula(name):
+def test_decoder_lm_macs_match_the_analytic_formula(name, transformers):
     with torch.device("meta"):
-        model = DECODERS[name]()
-    report = quiet_analyze(model, {"input_ids": IDS})
+        model = DECODERS[name](transformers)
+    report = check_exact(model, {"input_ids": IDS})
     assert report.macs == analytic_decoder_macs(model)
-    assert report.params == sum(p.numel() for p in model.parameters())
+    assert report.params == PARAMS_BY_HAND[name]
 
 
-def test_gpt2_formula_by_hand():
+def test_gpt2_formula_by_hand(transformers):
     with torch.device("meta"):
-        model = DECODERS["gpt2"]()
+        model = DECODERS["gpt2"](transformers)
     per_layer = D * 3 * D + D * D + D * 4 * D + 4 * D * D  # qkv, proj, fc, fc-proj
     n = LAYERS * per_layer + D * 1000  # + the LM head
     assert quiet_analyze(model, {"input_ids": IDS}).macs == T * n + 2 * LAYERS * T * T * D == 2_662_400
 
 
-ENCODERS = {
-    "bert": (lambda: transformers.BertModel(transformers.BertConfig(
-        num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=4, intermediate_size=256, vocab_size=1000)),
-        {"input_ids": IDS}),
-    "t5": (lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
-        num_layers=LAYERS, d_model=D, num_heads=4, d_kv=16, d_ff=128, vocab_size=1000)),
-        {"input_ids": IDS, "decoder_input_ids": IDS}),
-    "vit": (lambda: transformers.ViTModel(transformers.ViTConfig(
-        num_hidden_layers=LAYERS, hidden_size=D, num_attention_heads=4, intermediate_size=128, image_size=32,
-        patch_size=8)), {"pixel_values": torch.empty(1, 3, 32, 32)}),
-    "whisper": (lambda: transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(
-        encoder_layers=LAYERS, decoder_layers=LAYERS, d_model=D, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=1000, num_mel_bins=16,
-        max_source_positions=32, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)),
-        {"input_features": torch.empty(1, 16, 64), "decoder_input_ids": IDS}),
-}
-
-
 @pytest.mark.parametrize("name", ENCODERS)
-def test_transformers_models(name):
+def test_transformers_models(name, transformers):
     build, example = ENCODERS[name]
     with torch.device("meta"):
-        model = build()
-    report = quiet_analyze(model, example)
-    assert report.complete and report.macs > 0
-    assert report.params == sum(p.numel() for p in model.parameters())
+        model = build(transformers)
+    report = check_exact(model, example)
+    assert report.params == PARAMS_BY_HAND[name]
 
 
-def test_bert_by_hand():
+def test_bert_by_hand(transformers):
     build, example = ENCODERS["bert"]
     with torch.device("meta"):
-        model = build()
+        model = build(transformers)
     per_layer = 4 * D * D + 2 * D * 256
     expected = T * LAYERS * per_layer + 2 * LAYERS * T * T * D + D * D  # + the pooler on one token
     assert quiet_analyze(model, example).macs == expected == 1_642_496

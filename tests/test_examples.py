@@ -61,6 +61,7 @@ def test_lab_checklist_mobilenet_v2_bandwidth_matches_the_seed_onnx_figures():
     assert folded + 32 + 8 + 16 == 52_010_328
 
 
+@pytest.mark.slow
 def test_lab_checklist_script_runs():
     out = run_example("lab_checklist.py", "googlenet")
     assert "total params:          6,624,904" in out and "peak bandwidth" in out
@@ -68,6 +69,7 @@ def test_lab_checklist_script_runs():
 
 # --- seed 001: the model zoo table ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_model_zoo_table_matches_the_seed_where_architectures_agree(tmp_path):
     out_file = tmp_path / "zoo.md"
     out = run_example("model_zoo_table.py", "--models", "alexnet", "vgg16", "squeezenet1_0", "resnet50",
@@ -112,6 +114,7 @@ def test_memory_access_per_layer_by_hand():
     assert [n for n in roof.nodes if n.name == "stem_bn"][0].bound == "memory"
 
 
+@pytest.mark.slow
 def test_memory_access_script_runs():
     out = run_example("memory_access.py", "--size", "320")
     assert "lower bound" in out and "memory access as the blog counts it" in out
@@ -131,6 +134,10 @@ def test_mobilenet_blocks_reproduce_torchinfo():
     for name, report in mobilenet_blocks.reports().items():
         assert [(n.params, n.macs) for n in report.nodes if n.op_type == "Conv2d"] == expected[name]
         assert report.params == totals[name]
+
+
+@pytest.mark.slow
+def test_mobilenet_blocks_script_runs():
     assert "2,774,532,096" in run_example("mobilenet_blocks.py")
 
 
@@ -176,5 +183,9 @@ def test_gemm_tiling_alexnet_bytes_reread_by_hand():
     # once per N tile, the weights once in all
     expected = sum((-(-n // 256)) * k * 4 + n * k * 4 for k, n in layers)
     assert sum(n.bytes_read for n in report.nodes if n.op_type == "matmul") == expected
+
+
+@pytest.mark.slow
+def test_gemm_tiling_script_runs():
     out = run_example("gemm_tiling.py")
     assert "assert_close" in out and "58,621,952 -> 58,621,952" in out

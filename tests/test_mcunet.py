@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.nn as nn
 import torchvision
@@ -59,6 +60,7 @@ def test_per_block_peaks_match_the_seed_reference_script():
     assert max(ours) == ours[2] and round(ours[2], 1) == 1372.0
 
 
+@pytest.mark.slow
 def test_example_script_prints_the_figure_and_saves_a_chart(tmp_path):
     out = tmp_path / "figure.png"
     result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "mcunet_peak_memory.py"), "--out", str(out)],

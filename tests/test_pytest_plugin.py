@@ -162,6 +162,7 @@ def test_a(fxcost_budget):
     result.stdout.fnmatch_lines(["*output shape*", "*Conv2d*"])
 
 
+@pytest.mark.slow
 def test_plugin_comes_from_the_installed_entry_point(pytester, monkeypatch):
     """No conftest, a subprocess: the fixture is there because fxcost is installed; with the
     entry point disabled (-p no:fxcost) it is not."""

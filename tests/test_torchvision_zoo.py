@@ -1,27 +1,30 @@
-"""Every torchvision classification model against the figures torchvision publishes with
-its weights: ``_ops`` (GMACs, rounded to 3 decimals) and ``num_params``."""
+"""Every torchvision classification model: MACs equal to torch's FlopCounterMode run on the same
+meta model, and to the figures torchvision publishes with its weights (``_ops``, GMACs printed
+with 3 decimals, and ``num_params``)."""
 
 import pytest
+import torch
 from torchvision.models import get_model_weights
 
 from conftest import analyze_quiet
-from zoo import CLASSIFICATION, build_on_meta, input_size
+from reference import torch_macs
+from zoo import CLASSIFICATION, assert_published, build_on_meta, input_size
+
+#: A few quick models run by `pytest -m "not slow"`; the whole zoo is marked slow.
+QUICK = {"resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5"}
 
 
 def test_the_whole_zoo_is_listed():
     assert len(CLASSIFICATION) >= 80
 
 
-@pytest.mark.parametrize("name", CLASSIFICATION)
-def test_published_ops_and_params(name):
+@pytest.mark.parametrize("name", [name if name in QUICK else pytest.param(name, marks=pytest.mark.slow)
+                                  for name in CLASSIFICATION])
+def test_macs_equal_torch_flop_counter_and_published_figures(name):
     weights = get_model_weights(name).DEFAULT
-    model = build_on_meta(name, weights)
+    model = build_on_meta(name, weights).eval()  # eval for the reference run too (inception's aux head)
     size = input_size(weights)
     report = analyze_quiet(model, (1, 3, size, size))
-    published_gmacs = weights.meta["_ops"]
-    gmacs = report.macs / 1e9
-    assert abs(gmacs / published_gmacs - 1) < 0.005 or round(gmacs, 3) == published_gmacs, (
-        f"{name}: {gmacs:.4f} GMACs, torchvision publishes {published_gmacs}"
-    )
-    assert report.params == weights.meta["num_params"]
     assert report.complete
+    assert report.macs == torch_macs(model, torch.empty(1, 3, size, size, device="meta"))
+    assert_published(report, name)
