@@ -23,11 +23,12 @@ from ._units import format_bytes, format_count, parse_quantity
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
     from . import formulas, passes, plot, rules  # noqa: F401
-    from ._analyze import TraceFallbackWarning, UnsupportedOpWarning, analyze
+    from ._analyze import AssumptionWarning, TraceFallbackWarning, UnsupportedOpWarning, analyze
+    from ._assume import Site
     from ._budget import BudgetExceeded, assert_within
     from ._compare import Delta, ModuleDelta, ReportDiff, compare
     from ._options import MemoryOptions
-    from ._records import Buffer, Cost, GroupCost, NodeCost, Status, TensorMeta
+    from ._records import Assumption, Buffer, Cost, GroupCost, NodeCost, Status, TensorMeta
     from ._registry import RULES, OpCall, RuleRegistry
     from ._report import Report
     from ._roofline import HARDWARE, Hardware, NodeTime, Roofline
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
 #: Public name -> the submodule that defines it (imported on first access).
 _LAZY = {
     "analyze": "._analyze", "UnsupportedOpWarning": "._analyze", "TraceFallbackWarning": "._analyze",
+    "AssumptionWarning": "._analyze", "Site": "._assume", "Assumption": "._records",
     "assert_within": "._budget", "BudgetExceeded": "._budget",
     "Report": "._report", "NodeCost": "._records",
     "GroupCost": "._records",
@@ -77,6 +79,9 @@ __all__ = [
     "ShapePropagationError",
     "UnsupportedOpWarning",
     "TraceFallbackWarning",
+    "AssumptionWarning",
+    "Assumption",
+    "Site",
     "format_bytes",
     "format_count",
     "parse_quantity",

@@ -50,6 +50,10 @@ class TraceFallbackWarning(UserWarning):
     """Some modules could not be traced by torch.fx and were costed whole."""
 
 
+class AssumptionWarning(UserWarning):
+    """The model's code depends on tensor values: fxcost assumed them (see ``report.assumptions``)."""
+
+
 def analyze(
     model: nn.Module,
     example_input: Any,
@@ -277,6 +281,15 @@ def warn_about(report: Report) -> None:
             f"torch.fx could not trace {where}: costed whole from the torch calls made on fake tensors "
             "(see report.fallbacks; pass fallback=False to get the tracing error)",
             TraceFallbackWarning,
+            stacklevel=3,
+        )
+    if report.assumptions:
+        first = report.assumptions[0]
+        warnings.warn(
+            f"the model's code depends on tensor values at {len(report.assumptions)} place(s); fxcost assumed them "
+            f"(e.g. {first.location}: {first.what}): see report.assumptions, pass assume={{'file.py:LINE': value}} "
+            "to choose, or strict=True to refuse",
+            AssumptionWarning,
             stacklevel=3,
         )
     if report.unsupported:

@@ -143,7 +143,8 @@ class Assumer:
 
     # --- value-dependent sizes -----------------------------------------------------------
     def sized(self, func: Any, args: tuple, kwargs: dict, where: tuple[str, str]) -> tuple[Any, str] | None:
-        """The upper-bound result of a value-dependent-size call, or None if fxcost knows no bound."""
+        """The upper-bound result of an aten op whose output size depends on values, or None
+        if fxcost knows no bound for it."""
         substitute = _substitutes().get(func)
         result = substitute(self, *args, **kwargs) if substitute is not None else None
         if result is None:
@@ -167,65 +168,71 @@ def _nested(shape: torch.Size, value: Any) -> Any:
     return [_nested(shape[1:], value) for _ in range(shape[0])]
 
 
-# --- substitutes: every element selected ---------------------------------------------------
+# --- substitutes: every element selected (aten ops) ----------------------------------------
 
-def _all_positions(mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _all_positions(mask: torch.Tensor) -> list[torch.Tensor]:
     """Index tensors selecting every position of ``mask`` (what ``mask.nonzero(as_tuple=True)``
     gives when all of it is True)."""
-    count = mask.numel()
-    flat = torch.arange(count, device=mask.device)
+    flat = torch.arange(mask.numel(), device=mask.device)
     indices = []
     for size in reversed(mask.shape):
         indices.append(flat % size)
         flat = flat // size
-    return tuple(reversed(indices))
+    return list(reversed(indices))
 
 
-def _nonzero(assumer: Assumer, input: torch.Tensor, *, as_tuple: bool = False, out=None):
-    indices = _all_positions(input)
-    what = f"nonzero selects all {input.numel()} elements"
-    if as_tuple:
-        return indices, what
-    return torch.stack(indices, dim=1) if indices else torch.zeros(1, 0, dtype=torch.long), what
+def _nonzero(assumer: Assumer, input: torch.Tensor):
+    positions = _all_positions(input)
+    result = torch.stack(positions, dim=1) if positions else torch.zeros(1, 0, dtype=torch.long, device=input.device)
+    return result, f"nonzero selects all {input.numel()} elements"
 
 
-def _where(assumer: Assumer, condition: torch.Tensor, *rest, **kwargs):
-    if rest or kwargs:
-        return None  # the three-argument form has a static size: not handled here
-    return _all_positions(condition), f"torch.where selects all {condition.numel()} elements"
-
-
-def _masked_select(assumer: Assumer, input: torch.Tensor, mask: torch.Tensor, *, out=None):
+def _masked_select(assumer: Assumer, input: torch.Tensor, mask: torch.Tensor):
     count = math.prod(torch.broadcast_shapes(input.shape, mask.shape))
     return torch.empty(count, dtype=input.dtype, device=input.device), f"masked_select keeps all {count} elements"
 
 
-def _getitem(assumer: Assumer, tensor: torch.Tensor, index: Any):
-    items = index if isinstance(index, tuple) else (index,)
+def _index(assumer: Assumer, input: torch.Tensor, indices: list):
+    converted: list = []
     selected = []
-    converted = []
-    for item in items:
-        if isinstance(item, torch.Tensor) and item.dtype in (torch.bool, torch.uint8):
-            converted.extend(_all_positions(item))
-            selected.append(item.numel())
+    for index in indices:
+        if isinstance(index, torch.Tensor) and index.dtype in (torch.bool, torch.uint8):
+            converted.extend(_all_positions(index))
+            selected.append(str(index.numel()))
         else:
-            converted.append(item)
+            converted.append(index)
     if not selected:
         return None
-    return tensor[tuple(converted)], f"a boolean mask selects all {' x '.join(map(str, selected))} elements"
+    return torch.ops.aten.index.Tensor(input, converted), f"a boolean mask selects all {' x '.join(selected)} elements"
 
 
-def _unique(assumer: Assumer, input: torch.Tensor, sorted: bool = True, return_inverse: bool = False,
-            return_counts: bool = False, dim: int | None = None, **_):
-    shape = (1,) if dim is None else (*input.shape[:dim], 1, *input.shape[dim + 1:])
-    outputs = [torch.empty(shape, dtype=input.dtype, device=input.device)]
-    if return_inverse:
-        outputs.append(torch.empty(input.shape if dim is None else (input.shape[dim],), dtype=torch.long,
-                                   device=input.device))
-    if return_counts:
-        outputs.append(torch.empty(1, dtype=torch.long, device=input.device))
-    count = input.numel() if dim is None else input.shape[dim]
-    return (outputs[0] if len(outputs) == 1 else tuple(outputs)), f"unique finds one value in all {count} elements"
+def _unique_outputs(input: torch.Tensor, shape: tuple, return_inverse: bool, return_counts: bool, inverse_shape):
+    return (torch.empty(shape, dtype=input.dtype, device=input.device),
+            torch.empty(inverse_shape if return_inverse else (0,), dtype=torch.long, device=input.device),
+            torch.empty(shape[0] if return_counts and len(shape) == 1 else (1 if return_counts else 0),
+                        dtype=torch.long, device=input.device))
+
+
+def _unique2(assumer: Assumer, input: torch.Tensor, sorted: bool = True, return_inverse: bool = False,
+             return_counts: bool = False):
+    return (_unique_outputs(input, (1,), return_inverse, return_counts, input.shape),
+            f"unique finds one value in all {input.numel()} elements")
+
+
+def _unique_dim(assumer: Assumer, input: torch.Tensor, dim: int, sorted: bool = True, return_inverse: bool = False,
+                return_counts: bool = False):
+    shape = (*input.shape[:dim], 1, *input.shape[dim + 1:])
+    outputs = (torch.empty(shape, dtype=input.dtype, device=input.device),
+               torch.empty((input.shape[dim],) if return_inverse else (0,), dtype=torch.long, device=input.device),
+               torch.empty(1 if return_counts else 0, dtype=torch.long, device=input.device))
+    return outputs, f"unique finds one value in all {input.shape[dim]} slices"
+
+
+def _unique_consecutive(assumer: Assumer, input: torch.Tensor, return_inverse: bool = False,
+                        return_counts: bool = False, dim: int | None = None):
+    if dim is not None:
+        return _unique_dim(assumer, input, dim, True, return_inverse, return_counts)
+    return _unique2(assumer, input, True, return_inverse, return_counts)
 
 
 def _bincount(assumer: Assumer, input: torch.Tensor, weights: torch.Tensor | None = None, minlength: int = 0):
@@ -251,17 +258,15 @@ def warns_before_failing(func: Any) -> bool:
 def _substitutes() -> dict[Any, Callable]:
     global _TABLE
     if _TABLE is None:
+        aten = torch.ops.aten
         table: dict[Any, Callable] = {
-            torch.nonzero: _nonzero, torch.Tensor.nonzero: _nonzero, torch.argwhere: _nonzero,
-            torch.Tensor.argwhere: _nonzero, torch.where: _where, torch.masked_select: _masked_select,
-            torch.Tensor.masked_select: _masked_select, torch.Tensor.__getitem__: _getitem,
-            torch.unique: _unique, torch.Tensor.unique: _unique, torch.bincount: _bincount,
-            torch.Tensor.bincount: _bincount,
+            aten.nonzero.default: _nonzero, aten.masked_select.default: _masked_select, aten.index.Tensor: _index,
+            aten._unique2.default: _unique2, aten.unique_dim.default: _unique_dim,
+            aten.unique_consecutive.default: _unique_consecutive, aten.bincount.default: _bincount,
         }
         try:
             import torchvision  # noqa: F401 - registers torch.ops.torchvision
 
-            table[torch.ops.torchvision.nms] = _nms
             table[torch.ops.torchvision.nms.default] = _nms
         except (ImportError, AttributeError):
             pass

@@ -12,7 +12,6 @@ graph's lifetimes are those of the eager run.
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ._assume import Assumer, call_site, warns_before_failing
+from ._assume import Assumer, call_site
 from ._compat import (
     DataDependentOutputException,
     DynamicOutputShapeException,
@@ -30,6 +29,7 @@ from ._compat import (
     pytree,
     value_unknown,
     register_global_module_hooks,
+    torch_function_disabled,
 )
 from ._graph import ASSUMPTIONS_KEY, call_key
 from ._records import TensorMeta
@@ -165,8 +165,10 @@ class Recorder(TorchFunctionMode):
                  module_paths: dict[int, str], weight_names: dict[int, str], assumer: Assumer | None = None) -> None:
         super().__init__()
         self.assumer = assumer  # None: value-dependent code raises (strict)
+        self.pending: list[str] = []  # assumptions made inside the call being recorded
         if assumer is not None:
             tracker.read_value = self.read_value
+            tracker.sized = self.sized
         self.current_node: Any = None  # the graph node being run (assumptions outside recorded calls)
         self.tracker = tracker
         self.has_rule = has_rule
@@ -178,6 +180,7 @@ class Recorder(TorchFunctionMode):
         self.whole: list[bool] = []  # per entered module: recorded as one call?
         self.where: list[tuple[str, str]] = [("", "")]
         self.outer: nn.Module | None = None
+        self.eager: list[Any] = []  # per module recorded whole: the context running it as in eager
         self.last_recording: Recording | None = None
         self.produced: dict[int, tuple[int, tuple]] = {}  # storage -> (call, path) of its producer
         self.handles: list[Any] = []
@@ -204,18 +207,20 @@ class Recorder(TorchFunctionMode):
         self.where, self.whole = [(path, module_type)], []
         for source_path, tensor in _paths((args, kwargs)):
             self._remember(tensor, Ref("input", path=source_path, meta=self.tracker.meta(tensor)))
-        self.tracker.on_release = self._released
+        created: set[int] = set()
+        self.tracker.on_release, self.tracker.on_create = self._released, created.add
         try:
-            result = run()
+            with self:
+                result = run()
         finally:
-            self.tracker.on_release = None
+            self.tracker.on_release = self.tracker.on_create = None
             self.recording = None
         self.busy = True
         try:
             recording.output = self._refs(result)
             returned = {ref.meta.storage for ref in pytree.tree_leaves(recording.output) if isinstance(ref, Ref)}
             recording.retained = [storage for storage in self.produced
-                                  if storage in self.tracker.holders and storage not in returned]
+                                  if storage in created and storage in self.tracker.holders and storage not in returned]
         finally:
             self.busy = False
         return result, recording
@@ -240,7 +245,7 @@ class Recorder(TorchFunctionMode):
 
     def _released(self, storage: int) -> None:
         if self.recording is not None and self.recording.calls and storage in self.produced:
-            self.recording.calls[-1].released.append(storage)
+            self.recording.calls[-1].released.append(storage)  # (a storage made before it is never freed here)
 
     # --- calls ---------------------------------------------------------------------------
     def _append(self, call: CapturedCall, result: Any) -> None:
@@ -252,28 +257,20 @@ class Recorder(TorchFunctionMode):
             self.produced.setdefault(meta.storage, (index, path))
 
     def _run(self, func, args: tuple, kwargs: dict) -> tuple[Any, str | None]:
-        """``func(*args, **kwargs)``, or, where it needs tensor values fake tensors do not
-        have, what the assumer assumes (with what was assumed, in words)."""
+        """``func(*args, **kwargs)``, or, where the code reads a tensor value fake tensors do
+        not have (``bool(t)``, ``int(t)``...), what the assumer assumes for what it asks
+        (with what was assumed, in words). Value-dependent sizes, and values read inside ops,
+        are assumed where the aten ops run (:class:`StorageTracker`)."""
         if self.assumer is not None and not self.busy and self.assumer.handles_read(func) and args \
                 and isinstance(args[0], torch.Tensor) and value_unknown(args[0]):
-            return self.assumer.read(func, args[0], call_site())  # what the code asks for: bool, int...
+            return self.assumer.read(func, args[0], call_site())
         try:
-            if warns_before_failing(func):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    return func(*args, **kwargs), None
             return func(*args, **kwargs), None
-        except (DataDependentOutputException, DynamicOutputShapeException):
-            if self.assumer is None or self.busy:
-                raise
-            assumed = self.assumer.sized(func, args, kwargs, call_site())
-            if assumed is None:
-                raise
-            return assumed
         except RuntimeError as error:
             # A copy into a slice whose bounds came from assumed values may not fit what
             # was computed from other assumed values: skip the copy (it moves data only).
-            if self.assumer is None or not self.assumer.made or call_key(func) != "__setitem__":
+            if self.assumer is None or not self.assumer.made or call_key(func) != "__setitem__" or \
+                    isinstance(error, (DataDependentOutputException, DynamicOutputShapeException)):
                 raise
             return None, self.assumer.skipped(str(error).splitlines()[0], call_site())
 
@@ -282,6 +279,19 @@ class Recorder(TorchFunctionMode):
         value, what = self.assumer.read(None, tensor, call_site())
         self._assumed(what, tensor)
         return value
+
+    def sized(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """The upper-bound result of an aten op whose output size depends on values (None:
+        no bound known). Attached to the graph node running, or to the call recorded next."""
+        assumed = self.assumer.sized(func, args, kwargs, call_site())
+        if assumed is None:
+            return None
+        result, what = assumed
+        if self.recording is not None and not any(self.whole):
+            self.pending.append(what)  # the recorded call this op runs in
+        else:
+            self._assumed(what, None)
+        return result
 
     def _assumed(self, what: str, tensor: Any) -> None:
         """Attach an assumption to the recorded call that produced ``tensor``, else to the
@@ -303,10 +313,13 @@ class Recorder(TorchFunctionMode):
         ref_args, ref_kwargs = self._refs(args), self._refs(kwargs)
         self.busy = False
         self.tracker.open_scope()
+        self.pending = []
         try:
             result, what = self._run(func, args, kwargs)
         finally:
             internal = self.tracker.close_scope()
+        if what is None and self.pending:
+            what = "; ".join(self.pending)
         key = call_key(func)
         if not any(isinstance(v, torch.Tensor) for v in pytree.tree_leaves(result)) and key not in _MUTATORS:
             if what is not None:  # a value read: the assumption concerns the call that made the tensor
@@ -334,6 +347,8 @@ class Recorder(TorchFunctionMode):
         self.where.append((self.module_paths.get(id(module), parent), type(module).__name__))
         if whole:
             self.tracker.open_scope()
+            self.eager.append(torch_function_disabled())  # it runs as in eager: no mode sees its calls
+            self.eager[-1].__enter__()
 
     def _leave_module(self, module, args, kwargs, output=None):
         if self.recording is None or self.busy or not self.whole:
@@ -341,6 +356,7 @@ class Recorder(TorchFunctionMode):
         path, module_type = self.where.pop()
         if not self.whole.pop():
             return
+        self.eager.pop().__exit__(None, None, None)
         internal = self.tracker.close_scope()
         self.busy = True
         try:
@@ -356,7 +372,8 @@ class Recorder(TorchFunctionMode):
         self.whole.append(True)
         self.tracker.open_scope()
         try:
-            output = forward(*args, **kwargs)
+            with torch_function_disabled():
+                output = forward(*args, **kwargs)
         finally:
             internal = self.tracker.close_scope()
             self.whole.pop()

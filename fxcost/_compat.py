@@ -115,3 +115,9 @@ def value_unknown(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` is a fake tensor whose values fxcost cannot read (fake tensors made
     from small Python constants keep their values)."""
     return isinstance(tensor, FakeTensor) and getattr(tensor, "constant", None) is None
+
+
+def torch_function_disabled() -> Any:
+    """A context in which no torch-function mode or subclass intercepts calls, so code runs
+    as in eager PyTorch (e.g. ``nn.MultiheadAttention`` takes its fused fast path)."""
+    return torch._C.DisableTorchFunction()

@@ -173,7 +173,7 @@ def propagate(
     level = fake_log.level
     fake_log.setLevel(logging.CRITICAL)  # failures are re-raised with context, not logged
     try:
-        with fake_mode, torch.no_grad(), tracker, recorder:
+        with fake_mode, torch.no_grad(), tracker:
             propagator.run(*args)
             propagator.env.clear()
     finally:

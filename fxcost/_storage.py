@@ -3,12 +3,21 @@ when the program lets go of it, and the most bytes a stretch of code had alive a
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Any, Callable
 
 import torch
 
-from ._compat import LOCAL_SCALAR, DataDependentOutputException, TorchDispatchMode, key_of_storage, storage_key
+from ._compat import (
+    LOCAL_SCALAR,
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    TorchDispatchMode,
+    key_of_storage,
+    storage_key,
+)
+from ._assume import warns_before_failing
 from ._records import TensorMeta, iter_instances
 
 
@@ -30,9 +39,13 @@ class StorageTracker(TorchDispatchMode):
         self.kept: dict[int, Any] = {}  # storage objects, so their identities stay unique
         self.scopes: list[_Scope] = []
         self.on_release: Callable[[int], None] | None = None
+        self.on_create: Callable[[int], None] | None = None
         self.read_value: Callable[[torch.Tensor], Any] | None = None
         """Answers an op that needs a tensor's value (``item()``, ``bool()``, a tensor used as
         a Python index) where the fake tensor has none; None: such ops raise."""
+        self.sized: Callable[[Any, tuple, dict], Any] | None = None
+        """Answers an op whose output size depends on values (``nonzero``...) with an assumed
+        result, or None; unset: such ops raise."""
 
     # --- identities ----------------------------------------------------------------------
     def meta(self, tensor: torch.Tensor) -> TensorMeta:
@@ -77,11 +90,20 @@ class StorageTracker(TorchDispatchMode):
                 self.preexisting.add(key)
                 self.kept.setdefault(key, tensor.untyped_storage())  # its identity is never reused
         try:
-            out = func(*args, **kwargs)
+            if warns_before_failing(func):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out = func(*args, **kwargs)
+            else:
+                out = func(*args, **kwargs)
         except DataDependentOutputException:
             if func is not LOCAL_SCALAR or self.read_value is None:
                 raise
             return self.read_value(args[0])
+        except DynamicOutputShapeException:
+            out = self.sized(func, args, kwargs) if self.sized is not None else None
+            if out is None:
+                raise
         for tensor in iter_instances(out, torch.Tensor):
             self._track(tensor)
         for scope in self.scopes:
@@ -100,6 +122,8 @@ class StorageTracker(TorchDispatchMode):
             self.kept.setdefault(key, storage)
             for scope in self.scopes:
                 scope.add(key, *size)
+            if self.on_create is not None:
+                self.on_create(key)
         self.holders[key] += 1
         weakref.finalize(tensor, self._release, key)
 

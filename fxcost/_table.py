@@ -156,6 +156,10 @@ def node_table(
             for i, c in enumerate(names):
                 if c in ("macs", "flops"):
                     row[i] = ("≥" + row[i]) if node.macs or node.flops else ("?" if c == "macs" else "partial")
+        if node.assumption:  # its figures rest on an assumed tensor value
+            text = next((i for i, c in enumerate(names) if NODE_COLUMNS[c].kind is Kind.TEXT), None)
+            if text is not None:
+                row[text] += " *"
         rows.append(row)
     headers = [NODE_COLUMNS[c].header for c in names]
     footer = _totals_row(report, names, formats, top is not None)
@@ -256,7 +260,26 @@ def summary(report: "Report", raw: bool = False) -> str:
     if partial:
         lines.append(f"PARTIAL:          {', '.join(partial)} — counted only up to a data-dependent op "
                      "(see the node's note), totals are lower bounds")
+    if report.assumptions:
+        lines.append(f"ASSUMED:          {len(report.assumptions)} value(s) the code depends on (rows marked *; "
+                     "report.assumptions; override with assume={'file.py:LINE': value}):")
+        for assumption in report.assumptions[:_LISTED_ASSUMPTIONS]:
+            times = f" ({assumption.count} times)" if assumption.count > 1 else ""
+            lines.append(f"  {_short_location(assumption.location)}: {assumption.what}{times}")
+        if len(report.assumptions) > _LISTED_ASSUMPTIONS:
+            lines.append(f"  ... and {len(report.assumptions) - _LISTED_ASSUMPTIONS} more")
     return "\n".join(lines)
+
+
+_LISTED_ASSUMPTIONS = 8
+
+
+def _short_location(location: str) -> str:
+    """``.../site-packages/torchvision/ops/boxes.py:54`` -> ``torchvision/ops/boxes.py:54``."""
+    for marker in ("site-packages/", "dist-packages/"):
+        if marker in location:
+            return location.split(marker, 1)[1]
+    return location
 
 
 def format_report(report: "Report", raw: bool = False, **options: Any) -> str:

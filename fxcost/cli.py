@@ -82,6 +82,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="analyse only this submodule, with the input it gets in the model")
     group.add_argument("--mode", choices=("eval", "train", "as-is"), default="eval",
                        help="module mode to analyse (default eval)")
+    group.add_argument("--assume", action="append", metavar="FILE:LINE=VALUE",
+                       help="value to assume where the model's code depends on tensor values, e.g. "
+                            "mynet.py:9=false (defaults: branches taken, integers the input size, sizes their "
+                            "upper bound; every assumption is listed)")
+    group.add_argument("--strict", action="store_true",
+                       help="make code that depends on tensor values an error instead of assuming")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress, notes or warnings on stderr (progress shows only on a terminal)")
 
@@ -198,6 +204,8 @@ class Settings:
     """The :class:`fxcost.MemoryOptions` of the analysis."""
     options: dict[str, Any]
     """``--config`` as keyword arguments of the model builder."""
+    assume: dict[str, Any] | None = None
+    """``--assume`` as the ``assume=`` of :func:`fxcost.analyze`."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -217,7 +225,29 @@ def _settings(args: argparse.Namespace) -> Settings:
             count_dtype = dtype
     memory = (MemoryOptions.deployment(count_dtype) if args.deployment
               else MemoryOptions(activation_dtype=count_dtype, weight_dtype=count_dtype))
-    return Settings(float_dtype, memory, parse_options(args.config) if args.config else {})
+    return Settings(float_dtype, memory, parse_options(args.config) if args.config else {},
+                    parse_assumptions(args.assume) if args.assume else None)
+
+
+def parse_assumptions(texts: list[str]) -> dict[str, Any]:
+    """``["mynet.py:9=false", "a.py:3=4"]`` -> ``{"mynet.py:9": False, "a.py:3": 4}``."""
+    assume: dict[str, Any] = {}
+    for text in texts:
+        site, sep, value = text.rpartition("=")
+        if not sep or ":" not in site or not value:
+            raise InvalidInputError(f"bad --assume {text!r}: write FILE:LINE=VALUE, e.g. mynet.py:9=false")
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            assume[site.strip()] = lowered == "true"
+            continue
+        try:
+            assume[site.strip()] = int(value)
+        except ValueError:
+            try:
+                assume[site.strip()] = float(value)
+            except ValueError:
+                raise InvalidInputError(f"bad --assume {text!r}: the value must be true, false or a number") from None
+    return assume
 
 
 def _load(spec: str, settings: Settings, console: Console) -> "LoadedModel":
@@ -282,7 +312,8 @@ def _analyse(loaded: "LoadedModel", specs: tuple["InputSpec", ...], args: argpar
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = analyze(loaded.model, example_input(specs, settings.float_dtype), mode=args.mode,
-                         memory=settings.memory, exclude=args.exclude or (), submodule=args.submodule)
+                         memory=settings.memory, exclude=args.exclude or (), submodule=args.submodule,
+                         assume=settings.assume, strict=args.strict)
     for warning in caught:
         console.warn(str(warning.message))
     return report

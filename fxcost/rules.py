@@ -477,6 +477,8 @@ register(torch.meshgrid, torch.functional.meshgrid)(_data_movement)
 
 # --- detection post-processing (torchvision ops) ---------------------------------------------
 
+import torchvision  # noqa: E402, F401 - registers the torch.ops.torchvision ops costed below
+
 #: FLOPs of the IoU of one pair of boxes and its comparison with the threshold: four max/min
 #: for the intersection corners, two clamped widths (2 each), the intersection area (1),
 #: the union (2) and the ratio (1), then the compare (1).

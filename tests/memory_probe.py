@@ -16,6 +16,7 @@ import weakref
 import torch
 import torch.fx as fx
 from torch.multiprocessing.reductions import StorageWeakRef
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -100,3 +101,106 @@ def measure_peak(model: torch.nn.Module, *inputs: torch.Tensor, leaf_modules=(),
         "op_peak": tracker.op_peak + held,
         "node_live": [live + held for live in interpreter.node_live],
     }
+
+
+class _CallBoundaries(TorchFunctionMode):
+    """Live bytes after every outermost torch call of an eager run (the granularity of the
+    graph fxcost builds from captured code). Calls inside modules that are costed whole
+    (Linear, LayerNorm, Embedding...) are inside one boundary."""
+
+    def __init__(self, tracker: StorageTracker, whole: tuple[type, ...]):
+        super().__init__()
+        self.tracker = tracker
+        self.whole = whole
+        self.depth = 0
+        self.live: list[int] = []
+        self.handles = []
+
+    def __enter__(self):
+        from torch.nn.modules import module
+
+        self.handles = [module.register_module_forward_pre_hook(self._enter),
+                        module.register_module_forward_hook(self._leave, always_call=True)]
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        return super().__exit__(*exc)
+
+    def _enter(self, module, args):
+        if isinstance(module, self.whole):
+            self.depth += 1
+
+    def _leave(self, module, args, output):
+        if isinstance(module, self.whole):
+            self.depth -= 1
+            if not self.depth:
+                self.live.append(self.tracker.current)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not self.depth:
+            self.live.append(self.tracker.current)
+        return out
+
+
+def measure_eager(model: torch.nn.Module, *args, whole: tuple[type, ...] = (), **kwargs) -> dict[str, int]:
+    """Real live-activation peaks of one eval forward of ``model`` as Python runs it (eager, no
+    graph): at every aten op, and after every outermost torch call (modules of the classes in
+    ``whole`` count as one call). Inputs are held by the caller."""
+    inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    preexisting = {_key(t) for t in (*model.parameters(), *model.buffers(), *inputs)}
+    held = sum(t.untyped_storage().nbytes() for t in {_key(t): t for t in inputs}.values())
+    tracker = StorageTracker(preexisting)
+    boundaries = _CallBoundaries(tracker, whole)
+    with torch.no_grad(), tracker, boundaries:
+        output = model(*args, **kwargs)
+        del output
+    return {"node_peak": max(boundaries.live) + held, "op_peak": tracker.op_peak + held}
+
+
+class _MixedMeasuring(_Measuring):
+    """Runs the traced graph; inside the modules kept whole, marks every outermost torch call."""
+
+    def __init__(self, gm, tracker, kept: set[str], boundaries: _CallBoundaries):
+        super().__init__(gm, tracker)
+        self.kept = kept
+        self.boundaries = boundaries
+
+    def run_node(self, n):
+        if n.op == "call_module" and str(n.target) in self.kept:
+            with self.boundaries:
+                result = super().run_node(n)
+            self.node_live.extend(self.boundaries.live)
+            self.boundaries.live = []
+            return result
+        return super().run_node(n)
+
+
+def measure_analysed(model: torch.nn.Module, inputs: dict, kept_whole, whole: tuple[type, ...] = ()) -> dict[str, int]:
+    """Real live-activation peaks of an eval forward of ``model`` on keyword ``inputs``, run
+    the way fxcost analyses it: fx's generated schedule where fx traces the model (values freed
+    after their last use), Python's own lifetimes inside the modules ``kept_whole`` (paths; ''
+    = the whole model), measured after every outermost torch call there."""
+    import copy
+
+    from fxcost._inputs import explicit_forward
+
+    kept_whole = set(kept_whole)
+    if "" in kept_whole:
+        return measure_eager(model, whole=whole, **inputs)
+    root = copy.copy(model)  # explicit_forward gives this copy, not the model, its own forward
+    _, bound = explicit_forward(root, (), dict(inputs), type(model).__name__)
+    gm = trace(root, leaf_paths=kept_whole)
+    gm.eval()
+    placeholders = [bound[str(n.target)] for n in gm.graph.nodes if n.op == "placeholder"]
+    tensors = [t for t in tree_leaves(placeholders) if isinstance(t, torch.Tensor)]
+    preexisting = {_key(t) for t in (*gm.parameters(), *gm.buffers(), *tensors)}
+    held = sum(t.untyped_storage().nbytes() for t in {_key(t): t for t in tensors}.values())
+    tracker = StorageTracker(preexisting)
+    interpreter = _MixedMeasuring(gm, tracker, kept_whole, _CallBoundaries(tracker, whole))
+    with torch.no_grad(), tracker:
+        output = interpreter.run(*placeholders)
+        del output
+    return {"node_peak": max(interpreter.node_live) + held, "op_peak": tracker.op_peak + held}

@@ -526,10 +526,25 @@ def test_untraceable_model_error_names_module_and_line(cli, tmp_path, monkeypatc
             return nn.Sequential(nn.Linear(4, 4), Gate(), nn.Linear(4, 2))
     """)
     monkeypatch.chdir(tmp_path)
-    result = cli("gatenet_f:untraceable", "--input", "2x4")
+    result = cli("gatenet_f:untraceable", "--input", "2x4", "--strict")
     assert result.code == 2 and len(result.error_lines) == 1 and "Traceback" not in result.err
     assert "module '1'" in result.err and "depends on tensor values" in result.err
     assert "if x.sum() > 0" in result.err
+    # without --strict the branch is assumed taken, and the summary says so
+    result = cli("gatenet_f:untraceable", "--input", "2x4", "--raw")
+    assert result.code == 0
+    assert "gatenet_f.py:6" in result.out and "taken as True" in result.out
+    taken = int(_summary_value(result.out, "FLOPs").split()[0].replace(",", ""))
+    result = cli("gatenet_f:untraceable", "--input", "2x4", "--raw", "--assume", "gatenet_f.py:6=false")
+    not_taken = int(_summary_value(result.out, "FLOPs").split()[0].replace(",", ""))
+    assert not_taken - taken == 2 * 4  # -x: one FLOP per element of the 2x4 input
+    result = cli("gatenet_f:untraceable", "--input", "2x4", "--assume", "gatenet_f.py=false")
+    assert result.code == 2 and "FILE:LINE=VALUE" in result.err
+
+
+def _summary_value(text: str, key: str) -> str:
+    """The value of ``key:`` in the printed summary."""
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(key + ":"))
 
 
 def test_help(cli):

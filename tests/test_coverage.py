@@ -87,19 +87,48 @@ SINGLE_STAGE = ["fcos_resnet50_fpn", "retinanet_resnet50_fpn", "retinanet_resnet
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", tvm.list_models(module=tvm.detection))
-def test_torchvision_detection_counts_up_to_postprocessing(name):
+def test_torchvision_detection_is_complete_at_the_upper_bound(name):
+    """Post-processing depends on values (score thresholds, NMS): every box is assumed kept,
+    and the model's own limits (post_nms_top_n, detections_per_img) then apply."""
     model = meta_model(get_model, name, weights_backbone=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = fxcost.analyze(model, ([torch.empty(3, 320, 320)],))
-    (root,) = [n for n in report.nodes if n.op == "call_module"]
-    assert root.status is Status.PARTIAL and "depends on tensor values" in root.note
-    assert not report.complete and report.unsupported
+    assert report.complete and not any(n.status is Status.PARTIAL for n in report.nodes)
+    assert any("NMS keeps all" in a.what for a in report.assumptions)
     backbone = fxcost.analyze(model, ([torch.empty(3, 320, 320)],), submodule="backbone")
-    assert report.macs > backbone.macs > 0  # backbone, neck and heads are counted
+    assert report.macs > backbone.macs > 0
     if name in SINGLE_STAGE:
-        # everything but the box decoding/NMS: equal to what torchvision publishes
+        # box decoding and NMS do no MACs: equal to what torchvision publishes
         assert round(report.macs / 1e9, 3) == get_model_weights(name).DEFAULT.meta["_ops"]
+
+
+def forced_to_the_upper_bound(model):
+    """The detector with every filter open: scores above any threshold, NMS suppressing
+    nothing, no box too small; a real run then keeps what the analysis assumed."""
+    if hasattr(model, "rpn"):
+        model.rpn.score_thresh, model.rpn.min_size, model.rpn.nms_thresh = 0.0, 0.0, 1.0
+        model.roi_heads.score_thresh, model.roi_heads.nms_thresh = -1.0, 1.0
+    else:
+        model.score_thresh, model.nms_thresh = -1.0, 1.0
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v3_large_320_fpn", "maskrcnn_resnet50_fpn",
+                                  "ssdlite320_mobilenet_v3_large"])
+def test_detection_upper_bound_equals_a_real_run_forced_to_it(name):
+    torch.manual_seed(0)
+    model = forced_to_the_upper_bound(get_model(name, weights_backbone=None).eval())
+    images = [torch.rand(3, 320, 320)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = fxcost.analyze(model, (images,))
+        with torch.no_grad():
+            detections = model(images)[0]
+    limit = model.roi_heads.detections_per_img if hasattr(model, "rpn") else model.detections_per_img
+    assert detections["boxes"].shape[0] == limit  # the real run did reach the bound
+    assert report.macs == torch_macs(model, images)
 
 
 # --- timm ------------------------------------------------------------------------------
