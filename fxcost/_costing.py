@@ -25,7 +25,6 @@ from ._graph import (
 from ._records import Cost, NodeCost, Status, TensorMeta, bytes_read, dtype_name, iter_metas
 from ._registry import OpCall, RuleRegistry
 from ._weights import WeightIndex, module_weights
-from .rules import is_data_movement
 
 
 @dataclass
@@ -60,7 +59,7 @@ def _priced(base: dict[str, Any], call: OpCall, rule, activations: list[TensorMe
     if cost.weight_bytes_read is not None:
         weight_bytes = cost.weight_bytes_read
     written = sum(o.nbytes for o in call.outputs)
-    if is_data_movement(rule):
+    if cost.moves_data:
         input_bytes, weight_bytes, written = _movement_bytes(
             call.outputs, {m.storage for m in (*activations, *iter_metas((call.args, call.kwargs)))},
             input_bytes, weight_bytes)

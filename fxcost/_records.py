@@ -124,6 +124,9 @@ class Cost:
     """All floating-point operations: 2 per MAC plus elementwise work."""
     weight_bytes_read: int | None = None
     """Bytes of weights/buffers the op really reads, when not all of them (e.g. embedding rows)."""
+    moves_data: bool = False
+    """The op only moves or creates data: an output that is a view of an input is neither
+    read nor written, a copy reads what it writes."""
 
 
 @dataclass(frozen=True)

@@ -157,10 +157,18 @@ def pool_flops(output_shape: Shape, kernel_size: Sequence[int]) -> int:
     return numel(output_shape) * math.prod(kernel_size)
 
 
+def adaptive_window(size_in: int, size_out: int) -> int:
+    """The widest window of adaptive pooling from ``size_in`` to ``size_out``: window ``j``
+    spans ``[floor(j*in/out), ceil((j+1)*in/out))``, one wider than ``ceil(in/out)`` where
+    ``out`` does not divide ``in`` (8 -> 3: windows of 3, 4 and 3)."""
+    return max(-(-(j + 1) * size_in // size_out) - j * size_in // size_out for j in range(size_out))
+
+
 def adaptive_pool_flops(input_shape: Shape, output_shape: Shape, spatial: int) -> int:
     """FLOPs of adaptive max/average pooling over the last ``spatial`` dims (and of
-    ``interpolate(mode="area")``): the widest window, ``prod(ceil(in / out))``, per output element."""
-    window = [-(-size_in // size_out) for size_in, size_out in zip(input_shape[-spatial:], output_shape[-spatial:])]
+    ``interpolate(mode="area")``): the widest window (:func:`adaptive_window`) per output element."""
+    window = [adaptive_window(size_in, size_out)
+              for size_in, size_out in zip(input_shape[-spatial:], output_shape[-spatial:])]
     return pool_flops(output_shape, window)
 
 

@@ -395,17 +395,16 @@ def fused_elementwise(call: OpCall) -> Cost:
 @register(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
           F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, torch.dropout)
 def dropout(call: OpCall) -> Cost:
+    """Training: a mask and a scaled multiply (2 per element). Eval: the input itself comes
+    back (no kernel, nothing read or written)."""
     training = call.module.training if call.module is not None else call.arg(2, "training", True)
-    return Cost(0, 2 * call.out.numel if training else 0)
+    return Cost(0, 2 * call.out.numel) if training else Cost(moves_data=True)
 
 
 # --- data movement: no arithmetic -----------------------------------------------------------
 
 def _data_movement(call: OpCall) -> Cost:
-    return Cost()
-
-
-_data_movement.data_movement = True  # type: ignore[attr-defined]
+    return Cost(moves_data=True)
 
 _MOVEMENT_NAMES = (
     "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute", "transpose", "t", "mT",
@@ -448,11 +447,6 @@ def embedding_bag(call: OpCall) -> Cost:
     indices = call.inputs[0]
     width = call.out.shape[-1]
     return Cost(0, indices.numel * width, weight_bytes_read=indices.numel * width * call.out.itemsize)
-
-
-def is_data_movement(rule) -> bool:
-    """Whether ``rule`` is the shared rule of ops that only move or create data."""
-    return getattr(rule, "data_movement", False)
 
 
 @register(F.normalize)

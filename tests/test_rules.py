@@ -229,19 +229,12 @@ def test_pooling_by_hand():
     assert report.macs == 0
 
 
-@pytest.mark.xfail(strict=True, reason="adaptive_pool_flops takes ceil(in/out) as the widest window; torch's "
-                   "window j spans [floor(j*in/out), ceil((j+1)*in/out)), up to ceil(in/out) + 1 wide when out "
-                   "does not divide in (8 -> 3: windows of 3, 4, 3 rows; fxcost counts 81 FLOPs, the README's "
-                   "widest window gives 144)")
 def test_adaptive_pool_uses_the_widest_window():
     report = analyze_quiet(nn.AdaptiveAvgPool2d(3), (1, 1, 8, 8))
     # rows/columns of the 3 windows: [0, 3), [2, 6), [5, 8) -> the widest is 4
     assert report.flops == 3 * 3 * 4 * 4
 
 
-@pytest.mark.xfail(strict=True, reason="an eval-mode Dropout returns its input tensor itself (no kernel, no copy; "
-                   "the liveness pass already treats it as an alias), but it is costed as reading and writing its "
-                   "whole input: 240 B read and 240 B written here, where nn.Identity and views move 0 B")
 def test_eval_dropout_moves_no_bytes():
     x = torch.randn(1, 3, 5, 4)
     assert nn.Dropout(0.2).eval()(x) is x  # torch hands the input back
