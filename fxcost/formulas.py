@@ -3,7 +3,8 @@
 Conventions
 -----------
 * A MAC is one multiply-accumulate of matmul-class work: convolution, linear, matmul and
-  its batched forms, einsum contractions, attention score and value products, RNN gates.
+  its batched and grouped forms, einsum contractions, attention score and value products,
+  RNN gates, triangular solves, a selective scan's output product ``C·h``.
   Bias additions are not MACs.
 * FLOPs count every floating-point operation: 2 per MAC, plus the per-element counts below.
 * Data movement (views, reshapes, concatenation, indexing, padding) is 0 FLOPs.

@@ -13,11 +13,14 @@ BatchNorm (eval)                        2 (scale and shift, statistics folded)
 BatchNorm (train), Layer/Group/Instance 5 for statistics + 2 if affine
 RMSNorm                                 3 + 1 if affine
 softmax / log_softmax                   5
-reductions (sum, mean, max, var...)     1 per *input* element
+reductions (sum, mean, max, var...)     1 per *input* element (also cumsum, histc, bincount,
+                                        topk, kthvalue: one pass over the input)
+sort / argsort / msort                  ceil(log2 n) per element, rows of length n
+scatter_add / index_add / ...reduce     1 per accumulated element
 pooling                                 prod(kernel)
 interpolation                           0 nearest, 2*taps-1 (bi/tri)linear, bicubic
 dropout                                 0 in eval, 2 in training
-views, copies, cat, pad, indexing       0
+views, copies, cat, pad, indexing       0 (also gather, one_hot, plain scatter)
 ======================================  =========================================
 """
 
