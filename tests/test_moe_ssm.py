@@ -262,6 +262,30 @@ def test_mixtral_defaults_to_grouped_mm_on_cpu_and_its_experts_are_the_grouped_m
     assert [n.macs for n in grouped] == [TOKENS * 2 * D * 2 * 128, TOKENS * 2 * 128 * D]
 
 
+@pytest.mark.parametrize("implementation", ["grouped_mm", "batched_mm"])
+def test_mixtral_router_and_experts_flops_by_hand(implementation):
+    """What each implementation does, op by op, for T = 16 tokens, k = 2, E = 4, d = 64, I = 128."""
+    model, _ = build("mixtral", implementation)
+    report = analyze_quiet(model, {"input_ids": IDS})
+    pairs, d, inter, experts = TOKENS * 2, D, 128, 4
+    router = (2 * TOKENS * d * experts      # linear d -> E
+              + 5 * TOKENS * experts        # softmax
+              + TOKENS * experts            # topk: one pass over the scores
+              + pairs + pairs)              # sum of the top-k weights, and the division by it
+    assert report.total("model.layers.0.mlp.gate").flops == router
+    common = (2 * pairs * d * 2 * inter     # up projection, gate and up together, per pair
+              + pairs * inter * 2           # silu(gate) * up
+              + 2 * pairs * inter * d       # down projection
+              + pairs * d                   # times the routing weight
+              + pairs * d)                  # sum over the k pairs of each token
+    # grouped_mm sorts the pairs by expert (32 ids: 5 comparisons each), finds each pair's token
+    # (perm // k), counts the pairs per expert (histc) and their running total (cumsum)
+    routing = pairs * 5 + pairs + pairs + experts if implementation == "grouped_mm" else 0
+    experts_cost = report.total("model.layers.0.mlp.experts")
+    assert experts_cost.macs == pairs * 3 * d * inter
+    assert experts_cost.flops == common + routing
+
+
 def test_batched_mm_moe_equals_a_real_run():
     torch.manual_seed(0)
     cls, config, expected = mixtral()
