@@ -355,15 +355,31 @@ def test_mamba_mixer_equals_the_selective_scan_by_hand():
     assert report.macs == 2 * mixer.macs  # two identical layers, nothing else multiplies
 
 
-@pytest.mark.parametrize("family", ["mamba", "mamba2"])
+def jamba():
+    """Mamba and attention layers, the attention layer's MLP a mixture of experts."""
+    config = transformers.JambaConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+        vocab_size=100, num_experts=4, num_experts_per_tok=2, attn_layer_period=2, attn_layer_offset=1,
+        expert_layer_period=2, expert_layer_offset=1, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=4,
+        use_mamba_kernels=False)
+    config._experts_implementation = "batched_mm"  # FlopCounterMode does not count grouped matmuls
+    config._attn_implementation = "eager"           # nor the CPU SDPA kernel
+    return transformers.JambaForCausalLM(config)
+
+
+SSM = {
+    "mamba": lambda: transformers.MambaModel(mamba_config()),
+    "mamba2": lambda: transformers.Mamba2Model(transformers.Mamba2Config(
+        num_hidden_layers=2, hidden_size=32, state_size=8, expand=2, conv_kernel=4, vocab_size=100, num_heads=4,
+        head_dim=16, n_groups=1, chunk_size=4)),
+    "jamba": jamba,
+}
+
+
+@pytest.mark.parametrize("family", SSM)
 def test_ssm_macs_equal_a_real_run(family):
     torch.manual_seed(0)
-    if family == "mamba":
-        model = transformers.MambaModel(mamba_config())
-    else:
-        model = transformers.Mamba2Model(transformers.Mamba2Config(
-            num_hidden_layers=2, hidden_size=32, state_size=8, expand=2, conv_kernel=4, vocab_size=100, num_heads=4,
-            head_dim=16, n_groups=1, chunk_size=4))
+    model = SSM[family]()
     ids = torch.randint(0, 100, (B, L))
     report = analyze_quiet(model, {"input_ids": ids})
     assert report.complete
