@@ -421,6 +421,12 @@ def fused_elementwise(call: OpCall) -> Cost:
     return Cost(0, 2 * call.out.numel)
 
 
+@register(torch.polar)
+def polar(call: OpCall) -> Cost:
+    """``abs * (cos(angle) + i sin(angle))``: a cosine, a sine and two products per element."""
+    return Cost(0, 4 * call.out.numel)
+
+
 @register(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
           F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, torch.dropout)
 def dropout(call: OpCall) -> Cost:
@@ -450,7 +456,7 @@ _MOVEMENT_NAMES = (
     "channel_shuffle", "native_channel_shuffle", "broadcast_to", "atleast_1d", "atleast_2d", "atleast_3d",
     "flatten", "ravel", "split_with_sizes", "unsafe_split", "unsafe_chunk", "requires_grad_", "numpy",
     "nonzero", "dsplit", "hsplit", "vsplit", "column_stack", "__getitem__",
-    "bernoulli_", "normal_", "uniform_",
+    "bernoulli_", "normal_", "uniform_", "view_as_complex", "view_as_real",
 )
 
 

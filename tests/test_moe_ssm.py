@@ -166,6 +166,20 @@ def test_triangular_solve_by_hand():
     assert formulas.triangular_solve_macs(5, (2, 5, 3)) == 60
 
 
+def test_complex_rotary_ops_by_hand():
+    """Llama 4's rotary embedding: angles to unit complex numbers, pairs of reals viewed as complex."""
+    class Rotary(nn.Module):
+        def forward(self, x, angles):
+            turns = torch.polar(torch.ones_like(angles), angles)           # cos, sin, two products
+            pairs = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2))  # a view
+            return torch.view_as_real(pairs * turns).flatten(-2)
+
+    report = analyze_quiet(Rotary(), (torch.randn(3, 8), torch.randn(3, 4)))
+    flops = {n.op_type: n.flops for n in report.nodes}
+    assert flops["polar"] == 4 * 3 * 4
+    assert flops["view_as_complex"] == flops["view_as_real"] == 0
+
+
 # --- Mixture-of-experts models ----------------------------------------------------------------
 
 transformers = pytest.importorskip("transformers")
@@ -294,6 +308,35 @@ def test_batched_mm_moe_equals_a_real_run():
     model = cls(config)
     ids = torch.randint(0, VOCAB, (1, TOKENS))
     assert analyze_quiet(model, {"input_ids": ids}).macs == real_macs(model, input_ids=ids) == expected
+
+
+#: Sizes shrunk wherever a config has them (the rest stay at the family's defaults).
+SMALL = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, moe_intermediate_size=32, head_dim=16,
+             num_attention_heads=4, num_key_value_heads=4, vocab_size=1000, pad_token_id=0, num_experts=4,
+             num_local_experts=4, n_routed_experts=4, num_experts_per_tok=2, shared_expert_intermediate_size=32,
+             n_group=1, topk_group=1, first_k_dense_replace=1, n_shared_experts=1, num_shared_experts=1,
+             moe_num_experts=4, moe_k=2, moe_topk=2, max_position_embeddings=256)
+MORE_MOE = ["olmoe", "granitemoe", "granitemoeshared", "phimoe", "gpt_oss", "glm4_moe", "ernie4_5_moe",
+            "hunyuan_v1_moe", "dots1", "afmoe", "exaone_moe", "cohere2_moe", "minimax", "llama4_text"]
+
+
+@pytest.mark.parametrize("model_type", MORE_MOE)
+def test_more_moe_families_equal_a_real_run(model_type):
+    """Each family's own router (softmax or sigmoid top-k, grouped top-k, shared experts, dense
+    experts for every token in Llama 4) with the batched_mm experts, against FlopCounterMode."""
+    config = transformers.AutoConfig.for_model(model_type)
+    for name, value in SMALL.items():
+        if hasattr(config, name):
+            setattr(config, name, value)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    if model.config._experts_implementation != "eager":  # Llama 4's experts are dense bmm over all experts
+        model.config._experts_implementation = "batched_mm"
+    model.config._attn_implementation = "eager"
+    ids = torch.randint(0, 1000, (1, TOKENS))
+    report = analyze_quiet(model, {"input_ids": ids})
+    assert report.complete
+    assert report.macs == real_macs(model, input_ids=ids)
 
 
 def test_eager_experts_are_not_counted_silently():
