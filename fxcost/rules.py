@@ -449,7 +449,8 @@ _MOVEMENT_NAMES = (
     "cat", "concat", "concatenate", "stack", "hstack", "vstack", "flip", "roll", "movedim", "moveaxis",
     "swapaxes", "swapdims", "clone", "detach", "to", "type", "type_as", "float", "half", "double",
     "bfloat16", "int", "long", "bool", "cpu", "cuda", "masked_select", "masked_scatter", "masked_scatter_",
-    "index_fill", "index_fill_", "index_copy", "index_copy_", "take_along_dim", "fill_", "zero_", "copy_", "new_zeros", "new_ones", "new_empty", "new_full",
+    "index_fill", "index_fill_", "index_copy", "index_copy_", "take_along_dim", "fill_", "zero_", "copy_",
+    "new_zeros", "new_ones", "new_empty", "new_full",
     "new_tensor", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "zeros",
     "ones", "empty", "full", "arange", "linspace", "eye", "tensor", "as_tensor", "rand", "randn",
     "randint", "triu", "tril", "diagonal", "diag", "unfold", "pixel_shuffle", "pixel_unshuffle",
@@ -504,13 +505,13 @@ def index_accumulate(call: OpCall) -> Cost:
 @register("index_put_", "index_put", torch.index_put, torch.index_put_)
 def index_put(call: OpCall) -> Cost:
     """Writes ``values`` at ``indices``: data movement, or 1 FLOP per written element with
-    ``accumulate=True`` (the indexed positions: the broadcast index shape times the dims it
-    leaves whole)."""
+    ``accumulate=True`` (the indexed positions: the broadcast index shape times the dims
+    after the indexed ones)."""
     if not call.arg(3, "accumulate", False):
         return Cost()
-    data, indices = call.arg(0, "input"), [i for i in call.arg(1, "indices") if i is not None]
-    index_shape = torch.broadcast_shapes(*(tuple(i.shape) for i in indices)) if indices else ()
-    return Cost(0, fm.numel(index_shape) * fm.numel(data.shape[len(call.arg(1, "indices")):]))
+    data, indices = call.arg(0, "input"), call.arg(1, "indices")
+    index_shape = torch.broadcast_shapes(*(tuple(i.shape) for i in indices))
+    return Cost(0, fm.numel(index_shape) * fm.numel(data.shape[len(indices):]))
 
 
 @register(nn.Embedding)
