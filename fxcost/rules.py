@@ -26,6 +26,7 @@ views, copies, cat, pad, indexing       0 (also gather, one_hot, plain scatter)
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -506,12 +507,15 @@ def index_accumulate(call: OpCall) -> Cost:
 def index_put(call: OpCall) -> Cost:
     """Writes ``values`` at ``indices``: data movement, or 1 FLOP per written element with
     ``accumulate=True`` (the indexed positions: the broadcast index shape times the dims
-    after the indexed ones)."""
+    after the indexed ones; a boolean mask counts as if it selected every position, an upper
+    bound)."""
     if not call.arg(3, "accumulate", False):
         return Cost()
     data, indices = call.arg(0, "input"), call.arg(1, "indices")
-    index_shape = torch.broadcast_shapes(*(tuple(i.shape) for i in indices))
-    return Cost(0, fm.numel(index_shape) * fm.numel(data.shape[len(indices):]))
+    masks = [i for i in indices if i.dtype == torch.bool]  # each selects up to its numel, over its dims
+    index_shape = torch.broadcast_shapes(*(tuple(i.shape) for i in indices if i.dtype != torch.bool))
+    consumed = len(indices) - len(masks) + sum(len(m.shape) for m in masks)
+    return Cost(0, fm.numel(index_shape) * math.prod(m.numel for m in masks) * fm.numel(data.shape[consumed:]))
 
 
 @register(nn.Embedding)

@@ -141,11 +141,12 @@ def test_bincount_and_index_put_rules_by_hand():
     class Accumulate(nn.Module):
         def forward(self, x, rows, cols, values):
             x.index_put_((rows, cols), values, accumulate=True)   # 5 positions of a (4, 6, 3) tensor: 5 x 3
+            x.index_put_((x[..., 0] > 0,), torch.ones(3), accumulate=True)  # up to all 4 x 6 rows of 3
             return x.index_put((rows,), torch.ones(5, 6, 3))      # a plain write
 
     report = analyze_quiet(Accumulate(), (torch.zeros(4, 6, 3), torch.zeros(5, dtype=torch.long),
                                           torch.zeros(5, dtype=torch.long), torch.ones(5, 3)))
-    assert [n.flops for n in report.nodes if n.op_type.startswith("index_put")] == [15, 0]
+    assert [n.flops for n in report.nodes if n.op_type.startswith("index_put")] == [15, 4 * 6 * 3, 0]
 
 
 def test_triangular_solve_by_hand():
