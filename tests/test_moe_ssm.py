@@ -4,6 +4,7 @@ definitions (and, where torch's FlopCounterMode counts the ops, against a real e
 
 import logging
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -43,16 +44,16 @@ def groups_by_hand(a, b, offs):
     """The per-group matmuls the grouped matmul stands for, run one by one: (output, MACs)."""
     offs = [0, *offs] if offs is not None else None
     if a.dim() == 2 and b.dim() == 3:      # rows of a split by offs, one (K, N) matrix per group
-        parts = [a[s:e] @ b[g] for g, (s, e) in enumerate(zip(offs, offs[1:]))]
-        return torch.cat(parts), sum((e - s) * a.shape[1] * b.shape[2] for s, e in zip(offs, offs[1:]))
+        parts = [a[s:e] @ b[g] for g, (s, e) in enumerate(pairwise(offs))]
+        return torch.cat(parts), sum((e - s) * a.shape[1] * b.shape[2] for s, e in pairwise(offs))
     if a.dim() == 3 and b.dim() == 2:      # columns of b split by offs, one (M, K) matrix per group
-        parts = [a[g] @ b[:, s:e] for g, (s, e) in enumerate(zip(offs, offs[1:]))]
-        return torch.cat(parts, 1), sum(a.shape[1] * a.shape[2] * (e - s) for s, e in zip(offs, offs[1:]))
+        parts = [a[g] @ b[:, s:e] for g, (s, e) in enumerate(pairwise(offs))]
+        return torch.cat(parts, 1), sum(a.shape[1] * a.shape[2] * (e - s) for s, e in pairwise(offs))
     if a.dim() == 3:                       # one matmul per group: bmm
         return a @ b, a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
     # both 2-D: the contracted dim split by offs, one (M, N) output per group
-    parts = [a[:, s:e] @ b[s:e] for s, e in zip(offs, offs[1:])]
-    return torch.stack(parts), sum(a.shape[0] * (e - s) * b.shape[1] for s, e in zip(offs, offs[1:]))
+    parts = [a[:, s:e] @ b[s:e] for s, e in pairwise(offs)]
+    return torch.stack(parts), sum(a.shape[0] * (e - s) * b.shape[1] for s, e in pairwise(offs))
 
 
 @pytest.mark.parametrize("a_shape, b_shape, offs", [
