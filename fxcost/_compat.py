@@ -32,9 +32,46 @@ LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
 FAKE_TENSOR_LOGGER = "torch._subclasses.fake_tensor"
 
 
+def _grouped_mm_size(mat_a: torch.Tensor, mat_b: torch.Tensor, offs: torch.Tensor | None) -> list[int]:
+    """Output size of ``torch._grouped_mm`` for its four operand layouts (see its meta kernel)."""
+    contracted = (mat_a.size(1), mat_b.size(0)) if mat_a.dim() == mat_b.dim() == 2 else (mat_a.size(-1), mat_b.size(-2))
+    groups = {offs.size(0) if offs is not None else None, *(m.size(0) for m in (mat_a, mat_b) if m.dim() == 3)}
+    if contracted[0] != contracted[1] or len(groups - {None}) > 1 or (offs is None) != (mat_a.dim() == mat_b.dim() == 3):
+        raise RuntimeError(f"grouped_mm: operands {list(mat_a.shape)} and {list(mat_b.shape)} with "
+                           f"{'no offsets' if offs is None else f'{offs.size(0)} offsets'} do not form a grouped matmul")
+    if mat_a.dim() == 2 and mat_b.dim() == 2:
+        return [offs.size(0), mat_a.size(0), mat_b.size(1)]
+    if mat_a.dim() == 2:
+        return [mat_a.size(0), mat_b.size(-1)]
+    if mat_b.dim() == 2:
+        return [mat_a.size(1), mat_b.size(1)]
+    return [mat_a.size(0), mat_a.size(1), mat_b.size(-1)]
+
+
+_GROUPED_MM = getattr(torch.ops.aten, "_grouped_mm", None)
+_GROUPED_MM = _GROUPED_MM.default if _GROUPED_MM is not None else None
+
+
+class _FakeMode(FakeTensorMode):
+    """``FakeTensorMode`` with the shape of ``aten._grouped_mm`` for every dtype its CPU kernel
+    takes: torch's meta kernel copies the CUDA checks and refuses float32, which the CPU kernel
+    (and so a real run of a Mixture-of-Experts model on CPU, transformers' default there) accepts."""
+
+    def dispatch(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is _GROUPED_MM and args[0].dtype == torch.float32 and args[0].device.type in ("cpu", "meta"):
+            mat_a, mat_b = args[0], args[1]
+            offs = kwargs.get("offs", args[2] if len(args) > 2 else None)
+            dtype = kwargs.get("out_dtype") or mat_a.dtype
+            size = _grouped_mm_size(mat_a, mat_b, offs)
+            return super().dispatch(torch.ops.aten.empty.memory_format, types, (size,),
+                                    {"dtype": dtype, "device": mat_a.device})
+        return super().dispatch(func, types, args, kwargs)
+
+
 def new_fake_mode() -> FakeTensorMode:
     """A fake-tensor mode that also accepts real tensors (constants of the model)."""
-    return FakeTensorMode(allow_non_fake_inputs=True)
+    return _FakeMode(allow_non_fake_inputs=True)
 
 
 def fake_from_meta(fake_mode: FakeTensorMode, tensor: torch.Tensor, device: torch.device,

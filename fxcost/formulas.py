@@ -3,7 +3,8 @@
 Conventions
 -----------
 * A MAC is one multiply-accumulate of matmul-class work: convolution, linear, matmul and
-  its batched forms, einsum contractions, attention score and value products, RNN gates.
+  its batched and grouped forms, einsum contractions, attention score and value products,
+  RNN gates, triangular solves, a selective scan's output product ``C·h``.
   Bias additions are not MACs.
 * FLOPs count every floating-point operation: 2 per MAC, plus the per-element counts below.
 * Data movement (views, reshapes, concatenation, indexing, padding) is 0 FLOPs.
@@ -179,3 +180,64 @@ def interpolate_flops(output_shape: Shape, mode: str, spatial_dims: int) -> int:
         return 0
     taps = 4**spatial_dims if mode == "bicubic" else 2**spatial_dims
     return numel(output_shape) * (2 * taps - 1)
+
+
+def grouped_mm_macs(a_shape: Shape, b_shape: Shape, output_shape: Shape) -> int:
+    """MACs of ``torch._grouped_mm`` / ``F.grouped_mm``: one matmul per group, in the four
+    operand layouts torch documents:
+
+    * ``(M, K) x (G, K, N)``, ``offs`` splitting M (the Mixture-of-Experts forward: tokens
+      sorted by expert, one weight per expert): ``M*K*N``;
+    * ``(G, M, K) x (K, N)``, ``offs`` splitting N: ``M*K*N``;
+    * ``(G, M, K) x (G, K, N)``, no ``offs``: a batched matmul, ``G*M*K*N``;
+    * ``(M, K) x (K, N)``, ``offs`` splitting K (a weight gradient), output ``(G, M, N)``:
+      ``M*K*N``.
+
+    The offsets are data, the group sizes are not known; every row (column) of the split
+    operand is counted as belonging to a group. That is exact when ``offs[-1]`` is the split
+    size (a Mixture-of-Experts layer routes all ``T * top_k`` token-expert pairs) and an upper
+    bound when the kernel skips rows past ``offs[-1]`` (expert-parallel sentinels).
+    """
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        return a_shape[0] * a_shape[1] * b_shape[1]
+    return numel(output_shape) * a_shape[-1]
+
+
+def triangular_solve_macs(size: int, output_shape: Shape) -> int:
+    """MACs of solving ``A X = B`` (or ``X A = B``) for ``X`` with ``A`` an ``size x size``
+    triangular matrix: substitution does ``size * (size - 1) / 2`` multiply-accumulates per
+    right-hand side of ``size`` elements, so ``(size - 1) / 2`` per output element."""
+    return numel(output_shape) * (size - 1) // 2
+
+
+def sort_comparisons(shape: Shape, dim: int) -> int:
+    """Comparisons of sorting a tensor of ``shape`` along ``dim``: ``ceil(log2 n)`` per element
+    for rows of length ``n`` (the comparison count of a merge sort, ``n log2 n`` per row)."""
+    length = shape[dim] if len(shape) else 1
+    return numel(shape) * math.ceil(math.log2(length)) if length > 1 else 0
+
+
+#: FLOPs per ``(token, channel, state)`` element of a selective scan, besides its MAC:
+#: ``Δ·A`` and its ``exp`` (2), ``Δ·B`` (1), ``·x`` (1), ``h = dA*h + dBx`` (2).
+SCAN_STATE_FLOPS = 6
+
+
+def selective_scan_macs(batch: int, length: int, channels: int, state: int) -> int:
+    """MACs of a Mamba selective scan: the output ``y_t = C_t · h_t``, a dot product over the
+    ``state`` entries of every channel's state, at every step."""
+    return batch * length * channels * state
+
+
+def selective_scan_flops(batch: int, length: int, channels: int, state: int, skip: bool = True,
+                         gate: bool = True, delta_bias: bool = True, delta_softplus: bool = True) -> int:
+    """FLOPs of a Mamba selective scan (Gu & Dao 2023, Algorithm 2) over ``length`` steps of
+    ``channels`` channels with ``state`` states each.
+
+    Per step, channel and state: discretisation ``dA = exp(Δ·A)`` (2), ``dB·x = (Δ·B)·x``
+    (2), the state update ``h = dA*h + dB·x`` (2) and the output ``y = C·h`` (one MAC, 2
+    FLOPs): ``SCAN_STATE_FLOPS + 2``. Per step and channel: the bias and softplus of ``Δ``
+    (1 each, when present), the skip ``y + D*x`` (2) and the gate ``y * silu(z)`` (2).
+    """
+    per_channel = 2 * skip + 2 * gate + delta_bias + delta_softplus
+    elements = batch * length * channels
+    return elements * state * (SCAN_STATE_FLOPS + 2) + elements * per_channel

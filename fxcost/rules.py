@@ -13,16 +13,20 @@ BatchNorm (eval)                        2 (scale and shift, statistics folded)
 BatchNorm (train), Layer/Group/Instance 5 for statistics + 2 if affine
 RMSNorm                                 3 + 1 if affine
 softmax / log_softmax                   5
-reductions (sum, mean, max, var...)     1 per *input* element
+reductions (sum, mean, max, var...)     1 per *input* element (also cumsum, histc, bincount,
+                                        topk, kthvalue: one pass over the input)
+sort / argsort / msort                  ceil(log2 n) per element, rows of length n
+scatter_add / index_add / ...reduce     1 per accumulated element
 pooling                                 prod(kernel)
 interpolation                           0 nearest, 2*taps-1 (bi/tri)linear, bicubic
 dropout                                 0 in eval, 2 in training
-views, copies, cat, pad, indexing       0
+views, copies, cat, pad, indexing       0 (also gather, one_hot, plain scatter)
 ======================================  =========================================
 """
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -114,6 +118,28 @@ def einsum(call: OpCall) -> Cost:
     if macs == 0:  # transpose / trace / reduction of one operand
         return Cost(0, fm.numel(shapes[0]) if call.out.numel < fm.numel(shapes[0]) else 0)
     return Cost(macs, 2 * macs)
+
+
+@register(torch.linalg.solve_triangular, torch.triangular_solve, "triangular_solve")
+def triangular_solve(call: OpCall) -> Cost:
+    """Forward/back substitution: see :func:`formulas.triangular_solve_macs`; one division per
+    output element unless the diagonal is ones (``unitriangular``)."""
+    legacy = call.target in (torch.triangular_solve, "triangular_solve")  # triangular_solve(B, A)
+    matrix = call.arg(1, "A") if legacy else call.arg(0, "A")
+    macs = fm.triangular_solve_macs(matrix.shape[-1], call.out.shape)
+    unit = call.kwargs.get("unitriangular", call.args[4] if legacy and len(call.args) > 4 else False)
+    return Cost(macs, 2 * macs + (0 if unit else call.out.numel))
+
+
+_GROUPED_MM = tuple(fn for fn in (getattr(torch, "_grouped_mm", None), getattr(F, "grouped_mm", None)) if fn)
+
+
+@register(*_GROUPED_MM)
+def grouped_mm(call: OpCall) -> Cost:
+    """One matmul per group (Mixture-of-Experts experts): see :func:`formulas.grouped_mm_macs`."""
+    a, b = call.arg(0, "mat_a"), call.arg(1, "mat_b")
+    macs = fm.grouped_mm_macs(a.shape, b.shape, call.out.shape)
+    return Cost(macs, 2 * macs + _bias_flops(call, call.arg(3, "bias") is not None))
 
 
 # --- attention ------------------------------------------------------------------------
@@ -314,12 +340,21 @@ def softmax(call: OpCall) -> Cost:
 
 
 _REDUCTIONS = ("sum", "mean", "amax", "amin", "max", "min", "prod", "norm", "logsumexp", "all", "any",
-               "argmax", "argmin", "cumsum", "cumprod", "nansum", "nanmean", "count_nonzero", "aminmax")
+               "argmax", "argmin", "cumsum", "cumprod", "nansum", "nanmean", "count_nonzero", "aminmax",
+               "cummax", "cummin", "logcumsumexp", "histc", "bincount", "topk", "kthvalue")
 
 
 @register(*_REDUCTIONS, *(getattr(torch, name) for name in _REDUCTIONS), torch.linalg.vector_norm)
 def reduction(call: OpCall) -> Cost:
     return Cost(0, call.inputs[0].numel)
+
+
+@register("sort", "argsort", "msort", torch.sort, torch.argsort, torch.msort)
+def sort(call: OpCall) -> Cost:
+    """Comparisons of a sort along ``dim`` (default the last): ``ceil(log2 n)`` per element."""
+    data = call.inputs[0]
+    dim = 0 if call.target in ("msort", torch.msort) else call.arg(1, "dim", -1)
+    return Cost(0, fm.sort_comparisons(data.shape, dim))
 
 
 @register("var", "std", torch.var, torch.std, "var_mean", "std_mean", torch.var_mean, torch.std_mean)
@@ -350,6 +385,10 @@ _ELEMENTWISE_NAMES = (
     "masked_fill", "nan_to_num", "isnan", "isinf", "isfinite", "hardtanh", "rsub", "sgn", "xlogy",
     "logaddexp", "hypot", "copysign", "heaviside", "softplus", "gelu", "silu", "mish", "hardswish",
     "hardsigmoid", "leaky_relu", "elu", "sigmoid", "threshold",
+    # NumPy-style aliases
+    "greater", "greater_equal", "less", "less_equal", "not_equal", "multiply", "divide", "subtract",
+    "negative", "absolute", "arcsin", "arccos", "arctan", "arctan2", "asinh", "acosh", "atanh", "arcsinh",
+    "arccosh", "arctanh", "fix",
 )
 _ELEMENTWISE_OPERATORS = (
     operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod,
@@ -392,6 +431,12 @@ def fused_elementwise(call: OpCall) -> Cost:
     return Cost(0, 2 * call.out.numel)
 
 
+@register(torch.polar)
+def polar(call: OpCall) -> Cost:
+    """``abs * (cos(angle) + i sin(angle))``: a cosine, a sine and two products per element."""
+    return Cost(0, 4 * call.out.numel)
+
+
 @register(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
           F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, torch.dropout)
 def dropout(call: OpCall) -> Cost:
@@ -412,15 +457,16 @@ _MOVEMENT_NAMES = (
     "chunk", "split", "tensor_split", "unbind", "narrow", "select", "index_select", "gather", "take",
     "cat", "concat", "concatenate", "stack", "hstack", "vstack", "flip", "roll", "movedim", "moveaxis",
     "swapaxes", "swapdims", "clone", "detach", "to", "type", "type_as", "float", "half", "double",
-    "bfloat16", "int", "long", "bool", "cpu", "cuda", "masked_select", "masked_scatter", "scatter",
-    "index_put", "index_fill", "fill_", "zero_", "copy_", "new_zeros", "new_ones", "new_empty", "new_full",
+    "bfloat16", "int", "long", "bool", "cpu", "cuda", "masked_select", "masked_scatter", "masked_scatter_",
+    "index_fill", "index_fill_", "index_copy", "index_copy_", "take_along_dim", "fill_", "zero_", "copy_",
+    "new_zeros", "new_ones", "new_empty", "new_full",
     "new_tensor", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "zeros",
     "ones", "empty", "full", "arange", "linspace", "eye", "tensor", "as_tensor", "rand", "randn",
     "randint", "triu", "tril", "diagonal", "diag", "unfold", "pixel_shuffle", "pixel_unshuffle",
     "channel_shuffle", "native_channel_shuffle", "broadcast_to", "atleast_1d", "atleast_2d", "atleast_3d",
     "flatten", "ravel", "split_with_sizes", "unsafe_split", "unsafe_chunk", "requires_grad_", "numpy",
-    "nonzero", "argsort", "sort", "topk", "dsplit", "hsplit", "vsplit", "column_stack", "__getitem__",
-    "bernoulli_", "normal_", "uniform_",
+    "nonzero", "dsplit", "hsplit", "vsplit", "column_stack", "__getitem__",
+    "bernoulli_", "normal_", "uniform_", "view_as_complex", "view_as_real",
 )
 
 
@@ -434,6 +480,50 @@ register(
     nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
     nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d, nn.Unfold, nn.Fold,
 )(_data_movement)
+
+
+@register("scatter", "scatter_", torch.scatter)
+def scatter(call: OpCall) -> Cost:
+    """Writes ``src`` at ``index``: data movement, or 1 FLOP per scattered element with
+    ``reduce="add"``/``"multiply"``."""
+    index = call.arg(2, "index")
+    return Cost(0, index.numel if call.kwargs.get("reduce") is not None else 0)
+
+
+@register("scatter_add", "scatter_add_", torch.scatter_add, "scatter_reduce", "scatter_reduce_",
+          torch.scatter_reduce)
+def scatter_accumulate(call: OpCall) -> Cost:
+    """Accumulates ``src`` into the output at ``index``: 1 FLOP per scattered element (as many
+    as ``index`` has), plus the division per output element of ``reduce="mean"``."""
+    index = call.arg(2, "index")
+    mean = call.arg(4, "reduce") == "mean"
+    return Cost(0, index.numel + (call.out.numel if mean else 0))
+
+
+@register("index_add", "index_add_", torch.index_add, "index_reduce", "index_reduce_", torch.index_reduce)
+def index_accumulate(call: OpCall) -> Cost:
+    """Accumulates the slices of ``source`` into the output along ``dim``: 1 FLOP per element of
+    ``source`` (2 with ``alpha`` != 1: the scaling), plus the division per output element of
+    ``reduce="mean"``."""
+    source = call.arg(3, "source")
+    scaled = call.kwargs.get("alpha", 1) != 1
+    mean = call.arg(4, "reduce") == "mean"
+    return Cost(0, source.numel * (2 if scaled else 1) + (call.out.numel if mean else 0))
+
+
+@register("index_put_", "index_put", torch.index_put, torch.index_put_)
+def index_put(call: OpCall) -> Cost:
+    """Writes ``values`` at ``indices``: data movement, or 1 FLOP per written element with
+    ``accumulate=True`` (the indexed positions: the broadcast index shape times the dims
+    after the indexed ones; a boolean mask counts as if it selected every position, an upper
+    bound)."""
+    if not call.arg(3, "accumulate", False):
+        return Cost()
+    data, indices = call.arg(0, "input"), call.arg(1, "indices")
+    masks = [i for i in indices if i.dtype == torch.bool]  # each selects up to its numel, over its dims
+    index_shape = torch.broadcast_shapes(*(tuple(i.shape) for i in indices if i.dtype != torch.bool))
+    consumed = len(indices) - len(masks) + sum(len(m.shape) for m in masks)
+    return Cost(0, fm.numel(index_shape) * math.prod(m.numel for m in masks) * fm.numel(data.shape[consumed:]))
 
 
 @register(nn.Embedding)
