@@ -262,7 +262,8 @@ class Recorder(TorchFunctionMode):
         (with what was assumed, in words). Value-dependent sizes, and values read inside ops,
         are assumed where the aten ops run (:class:`StorageTracker`)."""
         if self.assumer is not None and not self.busy and self.assumer.handles_read(func) and args \
-                and isinstance(args[0], torch.Tensor) and value_unknown(args[0]):
+                and isinstance(args[0], torch.Tensor) and value_unknown(args[0]) \
+                and (self.tracker.known is None or self.tracker.known.real(args[0]) is None):
             return self.assumer.read(func, args[0], call_site())
         try:
             return func(*args, **kwargs), None
@@ -341,6 +342,7 @@ class Recorder(TorchFunctionMode):
         if self.recording is None or self.busy:
             return
         whole = (not any(self.whole) and module is not self.outer and self.has_rule(module)
+                 and id(module) in self.module_paths  # one made during the forward: its calls are recorded
                  and not isinstance(module.__dict__.get("forward"), RuleBody))  # hooks: see body()
         self.whole.append(whole)
         parent = self.where[-1][0]

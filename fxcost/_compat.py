@@ -158,3 +158,16 @@ def torch_function_disabled() -> Any:
     """A context in which no torch-function mode or subclass intercepts calls, so code runs
     as in eager PyTorch (e.g. ``nn.MultiheadAttention`` takes its fused fast path)."""
     return torch._C.DisableTorchFunction()
+
+
+def real_tensors() -> Any:
+    """A context in which tensor factories make real tensors again (inside a fake-tensor mode)."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    return unset_fake_temporarily()
+
+
+def mutates_inputs(func: Any) -> bool:
+    """Whether the aten op ``func`` writes into one of its inputs (``add_``, ``copy_``, ``out=``)."""
+    schema = getattr(func, "_schema", None)
+    return bool(schema is not None and schema.is_mutable)

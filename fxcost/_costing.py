@@ -112,9 +112,12 @@ def _cost_node(node: fx.Node, rules: RuleRegistry, weights: WeightIndex, root_ty
     if node.op in ("placeholder", "get_attr", "output") or (not outputs and partial is None):
         return NodeCost(**base, status=Status.NO_COMPUTE)
 
-    read = weights.account(_weights_of(node))
-    activations = [meta for source in node.all_input_nodes if source.op != "get_attr"
-                   for meta in iter_metas(value_of(source))]
+    inputs = [meta for source in node.all_input_nodes if source.op != "get_attr"
+              for meta in iter_metas(value_of(source))]
+    # a view of a weight made by an earlier node (``weight.t()``, a tile) is weight read here
+    params, param_bytes, weight_bytes = weights.account(_weights_of(node))
+    read = (params, param_bytes, weight_bytes + bytes_read([m for m in inputs if m.storage in weights.by_storage]))
+    activations = [meta for meta in inputs if meta.storage not in weights.by_storage]
     rule = rules.lookup(key)
     if rule is not None:
         call = OpCall(key, tuple(fx.node.map_arg(a, value_of) for a in node.args),

@@ -23,6 +23,7 @@ from ._errors import ShapePropagationError
 from ._graph import CALLS_KEY, INTERNAL_KEY, PARTIAL_KEY, VALUE_KEY, called_module, module_of
 from ._records import dtype_name, iter_instances
 from ._storage import StorageTracker
+from ._values import KnownValues
 from ._trace import user_frame
 
 _FRAME = re.compile(r'^File "([^"]+)", line (\d+)')
@@ -166,6 +167,7 @@ def propagate(
     if module_paths is None:
         module_paths = {id(module): path for path, module in gm.named_modules()}
     tracker = StorageTracker()
+    tracker.known = KnownValues()
     recorder = Recorder(tracker, has_rule, module_paths, weight_names or {}, assumer)
     propagator = _Propagator(gm, look_inside, recorder)
     propagator.source_of = source_of

@@ -19,6 +19,7 @@ from ._compat import (
 )
 from ._assume import warns_before_failing
 from ._records import TensorMeta, iter_instances
+from ._values import KnownValues
 
 
 class StorageTracker(TorchDispatchMode):
@@ -46,6 +47,8 @@ class StorageTracker(TorchDispatchMode):
         self.sized: Callable[[Any, tuple, dict], Any] | None = None
         """Answers an op whose output size depends on values (``nonzero``...) with an assumed
         result, or None; unset: such ops raise."""
+        self.known: KnownValues | None = None
+        """Values computed for real where every input is known (see :mod:`fxcost._values`)."""
 
     # --- identities ----------------------------------------------------------------------
     def meta(self, tensor: torch.Tensor) -> TensorMeta:
@@ -97,13 +100,24 @@ class StorageTracker(TorchDispatchMode):
             else:
                 out = func(*args, **kwargs)
         except DataDependentOutputException:
-            if func is not LOCAL_SCALAR or self.read_value is None:
+            if func is not LOCAL_SCALAR:
+                raise
+            value = self.known.read(args[0]) if self.known is not None else None
+            if value is not None:
+                return value
+            if self.read_value is None:
                 raise
             return self.read_value(args[0])
         except DynamicOutputShapeException:
-            out = self.sized(func, args, kwargs) if self.sized is not None else None
+            with self:  # what stands in for the op is tracked (and its values known) like any op
+                out = self.known.exact(func, args, kwargs) if self.known is not None else None
+                if out is None and self.sized is not None:
+                    out = self.sized(func, args, kwargs)
             if out is None:
                 raise
+            return out
+        if self.known is not None:
+            self.known.propagate(func, args, kwargs, out)
         for tensor in iter_instances(out, torch.Tensor):
             self._track(tensor)
         for scope in self.scopes:
