@@ -33,7 +33,7 @@ from ._compat import (
 )
 from ._graph import ASSUMPTIONS_KEY, call_key
 from ._records import TensorMeta
-from ._storage import StorageTracker
+from ._storage import Listener, StorageTracker
 
 #: Calls that change a tensor in place but return no tensor: recorded although they have
 #: no tensor output.
@@ -207,14 +207,15 @@ class Recorder(TorchFunctionMode):
         self.where, self.whole = [(path, module_type)], []
         for source_path, tensor in _paths((args, kwargs)):
             self._remember(tensor, Ref("input", path=source_path, meta=self.tracker.meta(tensor)))
-        created: set[int] = set()
-        self.tracker.on_release, self.tracker.on_create = self._released, created.add
+        lifetimes = _Lifetimes(self)
+        self.tracker.listeners.append(lifetimes)
         try:
             with self:
                 result = run()
         finally:
-            self.tracker.on_release = self.tracker.on_create = None
+            self.tracker.listeners.remove(lifetimes)
             self.recording = None
+        created = lifetimes.created_keys
         self.busy = True
         try:
             recording.output = self._refs(result)
@@ -388,3 +389,17 @@ class Recorder(TorchFunctionMode):
         finally:
             self.busy = False
         return output
+
+
+class _Lifetimes(Listener):
+    """While code is recorded: the storages it creates, and when it lets go of them."""
+
+    def __init__(self, recorder: "Recorder") -> None:
+        self.recorder = recorder
+        self.created_keys: set[int] = set()
+
+    def created(self, key: int, dtype: torch.dtype, nbytes: int) -> None:
+        self.created_keys.add(key)
+
+    def released(self, key: int, dtype: torch.dtype, nbytes: int) -> None:
+        self.recorder._released(key)

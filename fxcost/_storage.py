@@ -39,8 +39,9 @@ class StorageTracker(TorchDispatchMode):
         self.preexisting: set[int] = set()  # storages first seen as inputs (weights, model inputs)
         self.kept: dict[int, Any] = {}  # storage objects, so their identities stay unique
         self.scopes: list[_Scope] = []
-        self.on_release: Callable[[int], None] | None = None
-        self.on_create: Callable[[int], None] | None = None
+        self.listeners: list[Any] = []
+        """Told of every storage created (``created(key, dtype, nbytes)``), released
+        (``released(key, dtype, nbytes)``) and of every op run (``ran(func, args, kwargs, out)``)."""
         self.read_value: Callable[[torch.Tensor], Any] | None = None
         """Answers an op that needs a tensor's value (``item()``, ``bool()``, a tensor used as
         a Python index) where the fake tensor has none; None: such ops raise."""
@@ -122,6 +123,8 @@ class StorageTracker(TorchDispatchMode):
             self._track(tensor)
         for scope in self.scopes:
             scope.measure()
+        for listener in self.listeners:
+            listener.ran(func, args, kwargs, out)
         return out
 
     def _track(self, tensor: torch.Tensor) -> None:
@@ -136,8 +139,8 @@ class StorageTracker(TorchDispatchMode):
             self.kept.setdefault(key, storage)
             for scope in self.scopes:
                 scope.add(key, *size)
-            if self.on_create is not None:
-                self.on_create(key)
+            for listener in self.listeners:
+                listener.created(key, *size)
         self.holders[key] += 1
         weakref.finalize(tensor, self._release, key)
 
@@ -147,8 +150,8 @@ class StorageTracker(TorchDispatchMode):
             del self.holders[key]
             for scope in self.scopes:
                 scope.remove(key, *self.sizes[key])
-            if self.on_release is not None:
-                self.on_release(key)
+            for listener in self.listeners:
+                listener.released(key, *self.sizes[key])
 
 
 class _Scope:
@@ -178,3 +181,16 @@ class _Scope:
         if self.current > self.peak:
             self.peak = self.current
             self.peak_by_dtype = {dtype: n for dtype, n in self.by_dtype.items() if n}
+
+
+class Listener:
+    """What a :class:`StorageTracker` tells its listeners (override what you need)."""
+
+    def created(self, key: int, dtype: torch.dtype, nbytes: int) -> None:
+        """A storage was created."""
+
+    def released(self, key: int, dtype: torch.dtype, nbytes: int) -> None:
+        """The last tensor using a storage died."""
+
+    def ran(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        """An aten op ran (after its outputs were tracked)."""
