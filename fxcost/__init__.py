@@ -27,8 +27,9 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from ._assume import Site
     from ._budget import BudgetExceeded, assert_within
     from ._compare import Delta, ModuleDelta, ReportDiff, compare
-    from ._options import MemoryOptions
-    from ._records import Assumption, Buffer, Cost, GroupCost, NodeCost, Status, TensorMeta
+    from ._options import MemoryOptions, Training
+    from ._records import (Assumption, Buffer, Cost, GroupCost, MemoryPoint, NodeCost, PeakHolder, Status,
+                           TensorMeta, TrainingStep)
     from ._registry import RULES, OpCall, RuleRegistry
     from ._report import Report
     from ._roofline import HARDWARE, Hardware, NodeTime, Roofline
@@ -42,7 +43,8 @@ _LAZY = {
     "GroupCost": "._records",
     "compare": "._compare", "ReportDiff": "._compare", "ModuleDelta": "._compare", "Delta": "._compare",
     "Hardware": "._roofline", "HARDWARE": "._roofline", "Roofline": "._roofline", "NodeTime": "._roofline",
-    "MemoryOptions": "._options", "Buffer": "._records",
+    "MemoryOptions": "._options", "Training": "._options", "Buffer": "._records",
+    "TrainingStep": "._records", "MemoryPoint": "._records", "PeakHolder": "._records",
     "Status": "._records", "Cost": "._records", "TensorMeta": "._records",
     "RULES": ".rules",  # the registry, filled with the default rules
     "OpCall": "._registry", "RuleRegistry": "._registry",
@@ -64,6 +66,10 @@ __all__ = [
     "Roofline",
     "NodeTime",
     "MemoryOptions",
+    "Training",
+    "TrainingStep",
+    "MemoryPoint",
+    "PeakHolder",
     "Buffer",
     "NodeCost",
     "Status",

@@ -19,7 +19,7 @@ from ._costing import CostedGraph, cost_nodes
 from ._assume import Assumer
 from ._capture import wrap_hooked_rule_modules
 from ._compat import has_forward_hooks
-from ._graph import called_module, describe_target, value_of
+from ._graph import CALLS_KEY, called_module, describe_target, module_of, value_of
 from ._inputs import (
     bind_placeholders,
     constant_arguments,
@@ -32,12 +32,13 @@ from ._inputs import (
 )
 from ._liveness import Liveness, compute_liveness
 from ._mirror import Mirror, mirror_model
-from ._options import AnalysisOptions, MemoryOptions
+from ._options import AnalysisOptions, MemoryOptions, Training
 from ._propagate import propagate, source_line_by_retrace
 from ._records import Assumption, NodeCost, Status, dtype_name, iter_instances
 from ._registry import OpCall
 from ._report import Report
 from ._splice import splice_regions
+from ._training import StepObserver, checkpointed_forward, fake_target
 from ._trace import trace, trace_with_fallback, traced_through
 from ._weights import WeightIndex, parameter_totals, real_weight_sizes, weight_memory
 
@@ -60,7 +61,7 @@ def analyze(
     *,
     leaf_modules: Iterable[type[nn.Module]] = (),
     concrete_args: dict[str, Any] | None = None,
-    mode: str = "eval",
+    mode: str | None = None,
     rules: Mapping[Any, Callable[[OpCall], Any]] | None = None,
     memory: MemoryOptions | None = None,
     exclude: Iterable[str] = (),
@@ -68,6 +69,7 @@ def analyze(
     fallback: bool = True,
     assume: Mapping[str, Any] | Callable[[Any], Any] | None = None,
     strict: bool = False,
+    training: Training | None = None,
 ) -> Report:
     """Analyse ``model`` on ``example_input`` without running it on real data.
 
@@ -78,8 +80,8 @@ def analyze(
             devices are used.
         leaf_modules: extra module classes to keep whole (not traced through).
         concrete_args: passed to ``torch.fx`` for arguments the forward branches on.
-        mode: ``"eval"`` (default), ``"train"`` or ``"as-is"``: the module mode analysed.
-            The model's own ``training`` flags are never changed.
+        mode: ``"eval"`` (the default without ``training``), ``"train"`` (the default with it)
+            or ``"as-is"``: the module mode analysed. The model's own flags are never changed.
         rules: extra or replacement cost rules, ``{target: rule}`` (see :mod:`fxcost.rules`).
         memory: memory layout assumptions for the liveness figures (default: eager PyTorch,
             inputs held by the caller); ``MemoryOptions.deployment()`` for an int8 MCU runtime.
@@ -97,6 +99,8 @@ def analyze(
             branches taken, integers the input size, sizes their upper bound; every assumption
             is listed in ``report.assumptions``.
         strict: raise :class:`ShapePropagationError` on value-dependent code instead of assuming.
+        training: a :class:`fxcost.Training`: also analyse one steady-state training step
+            (backward costs per node, the step's peak memory by category: ``report.training``).
 
     Returns:
         A :class:`Report`. Nodes without a cost rule are listed in ``report.unsupported``
@@ -104,7 +108,7 @@ def analyze(
     """
     options = AnalysisOptions.checked(model, mode=mode, leaf_modules=leaf_modules, concrete_args=concrete_args,
                                       rules=rules, memory=memory, exclude=exclude, submodule=submodule,
-                                      fallback=fallback, assume=assume, strict=strict)
+                                      fallback=fallback, assume=assume, strict=strict, training=training)
     subject = prepare(model, example_input, options)
     traced = trace_subject(subject, options)
     graph = propagate_subject(subject, traced, options)
@@ -135,6 +139,10 @@ class Subject:
     """The fake-tensor mode every fake tensor belongs to."""
     excluded: Callable[[str], bool]
     """Whether a parameter/module name (relative to :attr:`module`) is excluded."""
+    checkpointed: tuple[str, ...] = ()
+    """Module paths run under activation checkpointing (training)."""
+    target: Any = None
+    """The loss target, fake (training)."""
 
     @property
     def name(self) -> str:
@@ -148,9 +156,11 @@ def prepare(model: nn.Module, example_input: Any, options: AnalysisOptions) -> S
     args, kwargs = split_example_input(example_input)
     device = input_device(args, kwargs)
     fake_mode = new_fake_mode()
-    mirror = mirror_model(model, fake_mode, device, options.training_flag, options.exclude)
+    mirror = mirror_model(model, fake_mode, device, options.training_flag, options.exclude,
+                          grads=options.training is not None)
     with fake_mode:
         args, kwargs = fake_arguments(args, kwargs, device)
+        target = fake_target(options.training.target, device) if options.training is not None else None
     excluded = options.excluded
     if options.submodule is not None:
         path = options.submodule
@@ -160,7 +170,19 @@ def prepare(model: nn.Module, example_input: Any, options: AnalysisOptions) -> S
     wrap_hooked_rule_modules(mirror.module, lambda module: options.rules.module_rule(module) is not None)
     args, kwargs = explicit_forward(mirror.module, tuple(args), dict(kwargs), type(model).__name__,
                                     traced=traced_through(mirror.module, options.leaf_modules))
-    return Subject(model, mirror, args, kwargs, fake_mode, excluded)
+    checkpointed = _checkpoint(mirror.module, options.training.checkpoint if options.training is not None else ())
+    return Subject(model, mirror, args, kwargs, fake_mode, excluded, checkpointed, target)
+
+
+def _checkpoint(root: nn.Module, entries: tuple) -> tuple[str, ...]:
+    """Run the mirror's modules named by path or class under activation checkpointing; their
+    paths (outermost only)."""
+    paths = [path for path, module in root.named_modules() if path and any(
+        path == entry if isinstance(entry, str) else isinstance(module, entry) for entry in entries)]
+    paths = [p for p in paths if not any(p.startswith(q + ".") for q in paths)]
+    for path in paths:
+        checkpointed_forward(root.get_submodule(path))
+    return tuple(paths)
 
 
 @dataclass
@@ -189,9 +211,9 @@ def trace_subject(subject: Subject, options: AnalysisOptions) -> Traced:
     root = subject.mirror.module
     concrete_args = {**constant_arguments(root, subject.args, subject.kwargs), **options.concrete_args}
     if options.fallback:
-        gm, fallbacks = trace_with_fallback(root, options.leaf_modules, concrete_args)
+        gm, fallbacks = trace_with_fallback(root, options.leaf_modules, concrete_args, leaf_paths=subject.checkpointed)
     else:
-        gm, fallbacks = trace(root, options.leaf_modules, concrete_args, runnable=False), {}
+        gm, fallbacks = trace(root, options.leaf_modules, concrete_args, subject.checkpointed, runnable=False), {}
     bound = bind_placeholders(gm, subject.args, subject.kwargs, subject.name, parameter_names(root))
     return Traced(gm, dict(fallbacks), options.leaf_modules, concrete_args, bound)
 
@@ -212,11 +234,30 @@ def propagate_subject(subject: Subject, traced: Traced, options: AnalysisOptions
         weight_names={id(t): name for name, t in (*root.named_parameters(), *root.named_buffers())},
         module_paths={id(module): path for path, module in root.named_modules()},
         assumer=assumer,
+        step=(lambda tracker: StepObserver(options.training, registry, root, traced.placeholders, tracker))
+        if options.training is not None else None,
+        target=subject.target,
     )
     graph = splice_regions(traced.gm, propagation.regions, root)
     graph.meta["fxcost_tracker"] = propagation.tracker  # keeps storage identities unique
     graph.meta["fxcost_assumptions"] = _assumptions(assumer)
+    if propagation.step is not None:
+        graph.meta["fxcost_step"] = _step_result(propagation, graph, subject)
     return graph
+
+
+def _step_result(propagation, graph: fx.GraphModule, subject: Subject):
+    """The training step's record and the backward costs per node name."""
+    names: dict[tuple, str] = {}
+    for node in graph.graph.nodes:
+        names[(node, None)] = node.name
+        for index, _ in enumerate(node.meta.get(CALLS_KEY, ())):
+            names[(node, index)] = node.name  # calls of a node costed as one
+    for node, recording in propagation.regions.items():
+        for index, call in enumerate(recording.calls):
+            names[(node, index)] = call.node_name
+    modules = {node.name: module_of(node)[0] for node in graph.graph.nodes}
+    return propagation.step.result(names, graph, subject.checkpointed, lambda name: modules.get(name, ""))
 
 
 def _assumptions(assumer: Assumer | None) -> tuple[Assumption, ...]:
@@ -240,7 +281,10 @@ def build_report(subject: Subject, traced: Traced, graph: fx.GraphModule, costed
                  liveness: Liveness, options: AnalysisOptions) -> Report:
     """Assemble the Report: node records with their live bytes, totals, liveness figures."""
     stand_ins = subject.mirror.stand_ins
-    nodes = [dataclasses.replace(n, live_bytes=live, temporary_bytes=temp)
+    step, backward = graph.meta.get("fxcost_step", (None, {}))
+    nodes = [dataclasses.replace(n, live_bytes=live, temporary_bytes=temp,
+                                 backward_macs=backward.get(n.name, (0, 0))[0],
+                                 backward_flops=backward.get(n.name, (0, 0))[1])
              for n, live, temp in zip(costed.nodes, liveness.during, liveness.temporaries)]
     peak_node = nodes[liveness.peak_index].name if nodes else ""
     nodes = real_weight_sizes(nodes, stand_ins)
@@ -270,6 +314,7 @@ def build_report(subject: Subject, traced: Traced, graph: fx.GraphModule, costed
         fallbacks=dict(traced.fallbacks),
         quantized={path: s.original for path, s in stand_ins.items()},
         assumptions=graph.meta.get("fxcost_assumptions", ()),
+        training=step,
     )
 
 

@@ -32,7 +32,7 @@ from ._compat import (
     torch_function_disabled,
 )
 from ._graph import ASSUMPTIONS_KEY, call_key
-from ._records import TensorMeta
+from ._records import TensorMeta, opaque
 from ._storage import Listener, StorageTracker
 
 #: Calls that change a tensor in place but return no tensor: recorded although they have
@@ -113,6 +113,8 @@ class CapturedCall:
     """Storages the program let go of after this call returned, before the next began."""
     assumptions: list[str] = field(default_factory=list)
     """What was assumed about values to run this call or read its result (see :mod:`fxcost._assume`)."""
+    node_name: str = ""
+    """The graph node it became (set when it is spliced into the graph)."""
 
     @property
     def key(self) -> Any:
@@ -165,6 +167,7 @@ class Recorder(TorchFunctionMode):
                  module_paths: dict[int, str], weight_names: dict[int, str], assumer: Assumer | None = None) -> None:
         super().__init__()
         self.assumer = assumer  # None: value-dependent code raises (strict)
+        self.observer: Any = None  # a training step's observer: told which call runs and what it made
         self.pending: list[str] = []  # assumptions made inside the call being recorded
         if assumer is not None:
             tracker.read_value = self.read_value
@@ -218,7 +221,7 @@ class Recorder(TorchFunctionMode):
         created = lifetimes.created_keys
         self.busy = True
         try:
-            recording.output = self._refs(result)
+            recording.output = pytree.tree_map(lambda v: v if isinstance(v, Ref) else opaque(v), self._refs(result))
             returned = {ref.meta.storage for ref in pytree.tree_leaves(recording.output) if isinstance(ref, Ref)}
             recording.retained = [storage for storage in self.produced
                                   if storage in created and storage in self.tracker.holders and storage not in returned]
@@ -314,6 +317,9 @@ class Recorder(TorchFunctionMode):
         self.busy = True
         ref_args, ref_kwargs = self._refs(args), self._refs(kwargs)
         self.busy = False
+        index = len(self.recording.calls)
+        if self.observer is not None:
+            self.observer.running(self.current_node, index)
         self.tracker.open_scope()
         self.pending = []
         try:
@@ -336,6 +342,8 @@ class Recorder(TorchFunctionMode):
             self._append(call, result)
         finally:
             self.busy = False
+        if self.observer is not None:
+            self.observer.made(result, self.current_node, index)
         return result
 
     # --- modules -------------------------------------------------------------------------
@@ -349,6 +357,8 @@ class Recorder(TorchFunctionMode):
         parent = self.where[-1][0]
         self.where.append((self.module_paths.get(id(module), parent), type(module).__name__))
         if whole:
+            if self.observer is not None:
+                self.observer.running(self.current_node, len(self.recording.calls))
             self.tracker.open_scope()
             self.eager.append(torch_function_disabled())  # it runs as in eager: no mode sees its calls
             self.eager[-1].__enter__()
@@ -369,10 +379,14 @@ class Recorder(TorchFunctionMode):
             self._append(call, output)
         finally:
             self.busy = False
+        if self.observer is not None:
+            self.observer.made(output, self.current_node, len(self.recording.calls) - 1)
 
     def body(self, module: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         """Run and record ``module``'s own forward as one call of the module (see :class:`RuleBody`)."""
         self.whole.append(True)
+        if self.observer is not None:
+            self.observer.running(self.current_node, len(self.recording.calls))
         self.tracker.open_scope()
         try:
             with torch_function_disabled():
@@ -388,6 +402,8 @@ class Recorder(TorchFunctionMode):
             self._append(call, output)
         finally:
             self.busy = False
+        if self.observer is not None:
+            self.observer.made(output, self.current_node, len(self.recording.calls) - 1)
         return output
 
 

@@ -6,6 +6,7 @@ imports the names below instead of reaching into ``torch._*`` itself.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -171,3 +172,14 @@ def mutates_inputs(func: Any) -> bool:
     """Whether the aten op ``func`` writes into one of its inputs (``add_``, ``copy_``, ``out=``)."""
     schema = getattr(func, "_schema", None)
     return bool(schema is not None and schema.is_mutable)
+
+
+@contextlib.contextmanager
+def onednn_disabled():
+    """oneDNN kernels off (RNNs then run torch's portable per-step kernel), restored after."""
+    enabled = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(enabled)

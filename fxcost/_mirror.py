@@ -51,10 +51,11 @@ class Mirror:
 
 
 def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bool | None,
-                 exclude: tuple[str, ...] = ()) -> Mirror:
+                 exclude: tuple[str, ...] = (), grads: bool = False) -> Mirror:
     """Mirror ``model`` with fake tensors of ``fake_mode`` (call it outside that mode).
 
-    ``training`` is the flag every module gets (None: each keeps its own). Shared submodules
+    ``training`` is the flag every module gets (None: each keeps its own); with ``grads``,
+    fake parameters require gradients where the user's do. Shared submodules
     and tied parameters stay shared in the mirror. Modules at the paths in ``exclude`` are
     replaced by ``nn.Identity`` in the mirror.
     """
@@ -69,6 +70,8 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
         key = id(value)
         if key not in tensors:
             fake = fake_from_meta(fake_mode, value, device, parameter=is_param)
+            if grads and is_param and value.requires_grad:
+                fake.requires_grad_(True)
             tensors[key] = fake
             names[id(fake)] = qualified
         return tensors[key]

@@ -63,6 +63,83 @@ class MemoryOptions:
         return cls(**{k: (dtype_from_name(v) if k.endswith("dtype") and v is not None else v) for k, v in data.items()})
 
 
+#: Optimizers by name: class and the keyword arguments fxcost builds them with.
+OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sgd": ("SGD", {"lr": 0.01}),
+    "sgd-momentum": ("SGD", {"lr": 0.01, "momentum": 0.9}),
+    "adam": ("Adam", {"lr": 1e-3}),
+    "adamw": ("AdamW", {"lr": 1e-3}),
+}
+_AMP = (torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class Training:
+    """Analyse one steady-state training step: forward, loss, backward, optimizer step.
+
+    The optimizer's state already exists, the batch is held by the caller, the step ends with
+    ``zero_grad(set_to_none=True)``; eager PyTorch semantics throughout (see README, *Training*).
+    """
+
+    optimizer: str | type | None = "adamw"
+    """``"sgd"``, ``"sgd-momentum"``, ``"adam"``, ``"adamw"``, a ``torch.optim.Optimizer``
+    class (built with :attr:`optimizer_kwargs`), or None (forward and backward only)."""
+    optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the optimizer (over the named optimizers' defaults)."""
+    loss: Callable[..., Any] | None = None
+    """``loss(output, target) -> scalar tensor``; None: the output's ``.loss`` (Hugging Face
+    models given labels), else the sum of the (first) output tensor."""
+    target: Any = None
+    """A tensor or a shape (float32) handed to :attr:`loss` as its second argument."""
+    amp: torch.dtype | None = None
+    """``torch.bfloat16`` or ``torch.float16``: forward and loss under ``torch.autocast``."""
+    checkpoint: tuple = ()
+    """Module classes or module paths run under ``torch.utils.checkpoint`` (non-reentrant):
+    their activations are not saved but recomputed in the backward."""
+
+    def checked(self, model: nn.Module) -> "Training":
+        """Validate against ``model``; raise a clear error naming the fix."""
+        optimizer = self.optimizer
+        if isinstance(optimizer, str) and optimizer not in OPTIMIZERS:
+            raise InvalidInputError(f"unknown optimizer {optimizer!r}: use one of {', '.join(map(repr, OPTIMIZERS))}, "
+                                    "a torch.optim.Optimizer class, or None")
+        if not (optimizer is None or isinstance(optimizer, str) or
+                (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer))):
+            raise InvalidInputError(f"optimizer must be a name, a torch.optim.Optimizer class or None, got {optimizer!r}")
+        if not isinstance(self.optimizer_kwargs, Mapping):
+            raise InvalidInputError(f"optimizer_kwargs must be a dict, got {type(self.optimizer_kwargs).__name__}")
+        if self.loss is not None and not callable(self.loss):
+            raise InvalidInputError(f"loss must be a function loss(output, target) -> scalar, got {self.loss!r}")
+        if self.amp is not None and self.amp not in _AMP:
+            raise InvalidInputError(f"amp={self.amp!r}: use torch.bfloat16 or torch.float16 (or None)")
+        checkpoint = tuple(self.checkpoint) if isinstance(self.checkpoint, (list, tuple)) else (self.checkpoint,)
+        for entry in checkpoint:
+            if isinstance(entry, str):
+                check_path(model, entry)
+            elif not (isinstance(entry, type) and issubclass(entry, nn.Module)):
+                raise InvalidInputError(f"checkpoint entries must be module classes or module paths, got {entry!r}")
+        if not any(p.requires_grad for p in model.parameters()):
+            raise InvalidInputError(f"{type(model).__name__} has no parameter with requires_grad=True: nothing to "
+                                    "train (unfreeze some, e.g. model.requires_grad_(True), or analyse inference)")
+        return Training(optimizer, dict(self.optimizer_kwargs), self.loss, self.target, self.amp, checkpoint)
+
+    def build_optimizer(self, parameters: list) -> torch.optim.Optimizer | None:
+        """The optimizer over ``parameters`` (None when there is none)."""
+        if self.optimizer is None:
+            return None
+        if isinstance(self.optimizer, str):
+            name, defaults = OPTIMIZERS[self.optimizer]
+            return getattr(torch.optim, name)(parameters, **{**defaults, **self.optimizer_kwargs})
+        return self.optimizer(parameters, **self.optimizer_kwargs)
+
+    @property
+    def optimizer_name(self) -> str:
+        """The optimizer as the report names it."""
+        if self.optimizer is None or isinstance(self.optimizer, str):
+            return self.optimizer or "none"
+        return self.optimizer.__name__
+
+
 #: ``mode=`` values -> the ``training`` flag the mirror gets (None: each module keeps its own).
 MODES: dict[str, bool | None] = {"eval": False, "train": True, "as-is": None}
 
@@ -91,6 +168,8 @@ class AnalysisOptions:
     """Values to assume at value-dependent call sites (``{"file.py:9": False}`` or a callable)."""
     strict: bool = False
     """Raise on value-dependent code instead of assuming."""
+    training: Training | None = None
+    """Analyse a training step too."""
 
     @property
     def training_flag(self) -> bool | None:
@@ -98,13 +177,18 @@ class AnalysisOptions:
         return MODES[self.mode]
 
     @classmethod
-    def checked(cls, model: nn.Module, *, mode: str = "eval", leaf_modules: Iterable[type[nn.Module]] = (),
+    def checked(cls, model: nn.Module, *, mode: str | None = None, leaf_modules: Iterable[type[nn.Module]] = (),
                 concrete_args: Mapping[str, Any] | None = None,
                 rules: Mapping[Any, Callable[[OpCall], Any]] | None = None, memory: MemoryOptions | None = None,
                 exclude: Iterable[str] = (), submodule: str | None = None, fallback: bool = True,
-                assume: Mapping[str, Any] | Callable[[Any], Any] | None = None, strict: bool = False) -> "AnalysisOptions":
+                assume: Mapping[str, Any] | Callable[[Any], Any] | None = None, strict: bool = False,
+                training: Training | None = None) -> "AnalysisOptions":
         """Validate every option against ``model``; raise a clear error naming the fix."""
         check_model(model)
+        if training is not None and not isinstance(training, Training):
+            raise InvalidInputError(f"training must be a fxcost.Training(...), got {type(training).__name__}")
+        if mode is None:
+            mode = "train" if training is not None else "eval"
         if mode not in MODES:
             raise InvalidInputError(f"mode={mode!r} is not one of {', '.join(map(repr, MODES))}")
         leaf_modules = tuple(leaf_modules)
@@ -122,9 +206,11 @@ class AnalysisOptions:
                                         f"or be a callable taking the site; got {assume!r}")
         if assume is not None and strict:
             raise InvalidInputError("strict=True makes value-dependent code an error: pass assume= or strict=True, not both")
+        subject = model.get_submodule(submodule) if submodule else model
         return cls(mode=mode, leaf_modules=leaf_modules, concrete_args=dict(concrete_args or {}),
                    rules=RULES.merged(rules), memory=memory or MemoryOptions(), exclude=exclude,
-                   submodule=submodule, fallback=fallback, assume=assume, strict=strict)
+                   submodule=submodule, fallback=fallback, assume=assume, strict=strict,
+                   training=training.checked(subject) if training is not None else None)
 
     def excluded(self, name: str) -> bool:
         """Whether the parameter/buffer/module ``name`` lies inside an excluded module."""

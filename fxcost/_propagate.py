@@ -40,15 +40,18 @@ class Propagation:
     they made, to become graph nodes."""
     tracker: StorageTracker | None = None
     """The storage tracker of the run (keeps storage identities unique while alive)."""
+    step: Any = None
+    """The :class:`~fxcost._training.StepObserver` of a training step, if one ran."""
 
 
 class _Propagator(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, look_inside: Callable[[fx.Node], bool], recorder: Recorder) -> None:
-        super().__init__(gm, garbage_collect_values=False)
+        super().__init__(gm, garbage_collect_values=True)  # storages stay unique: the tracker keeps them
         self.extra_traceback = False  # errors carry their own context
         self.look_inside = look_inside
         self.recorder = recorder
         self.tracker = recorder.tracker
+        self.observer: Any = None  # the training step's observer, if any
         self.result = Propagation(tracker=recorder.tracker)
 
     def fetch_args_kwargs_from_env(self, n: fx.Node) -> tuple[tuple, dict]:
@@ -77,13 +80,17 @@ class _Propagator(fx.Interpreter):
                     n.meta[CALLS_KEY] = recording.calls
                     n.meta[INTERNAL_KEY] = internal
             else:
-                if n.op == "call_module":
-                    self._check_input_dtype(n)
+                if n.op == "call_module" and (self.observer is None or self.observer.training.amp is None):
+                    self._check_input_dtype(n)  # (under autocast, layers mix dtypes on purpose)
+                if self.observer is not None:
+                    self.observer.running(n)
                 self.tracker.open_scope()
                 try:
                     result = super().run_node(n)
                 finally:
                     n.meta[INTERNAL_KEY] = self.tracker.close_scope()
+                if self.observer is not None:
+                    self.observer.made(result, n)
         except Exception as error:  # noqa: BLE001 - translated into one clear error
             partial = self.recorder.last_recording
             if partial is not None and is_data_dependent(error) and all(u.op == "output" for u in n.users):
@@ -152,6 +159,8 @@ def propagate(
     weight_names: dict[int, str] | None = None,
     module_paths: dict[int, str] | None = None,
     assumer: Assumer | None = None,
+    step: Callable[[StorageTracker], Any] | None = None,
+    target: Any = None,
 ) -> Propagation:
     """Run ``gm`` on fake ``args``, storing each node's outputs as TensorMeta in
     ``node.meta``, and record the torch calls made inside the nodes for which
@@ -159,10 +168,14 @@ def propagate(
     one call). ``weight_names`` (``id -> name`` of parameters and buffers) and
     ``module_paths`` (``id -> path`` of modules, default: as seen from ``gm``) name the
     weights recorded calls read and the modules they run in. ``assumer`` completes code that
-    depends on tensor values by stated assumptions (None: such code raises).
+    depends on tensor values by stated assumptions (None: such code raises). ``step`` makes
+    the :class:`~fxcost._training.StepObserver` of a training step from the run's tracker: the
+    forward then runs with autograd, followed by the loss (of the output and ``target``), the
+    backward and the optimizer step (``Propagation.step``).
 
-    All fake tensors of the graph stay referenced until the end, so storage identities are
-    unique; inside recorded code, tensors live as long as the program keeps them.
+    Values are freed after their last use, as fx's generated code frees them (inside recorded
+    code, tensors live as long as the program keeps them); the tracker keeps every storage
+    object, so a storage identity is never reused.
     """
     if module_paths is None:
         module_paths = {id(module): path for path, module in gm.named_modules()}
@@ -175,12 +188,34 @@ def propagate(
     level = fake_log.level
     fake_log.setLevel(logging.CRITICAL)  # failures are re-raised with context, not logged
     try:
-        with fake_mode, torch.no_grad(), tracker:
-            propagator.run(*args)
+        with fake_mode, tracker:
+            if step is None:
+                with torch.no_grad():
+                    propagator.run(*args)
+            else:
+                propagator.result.step = recorder.observer = propagator.observer = step(tracker)
+                _train(propagator, args, target)
             propagator.env.clear()
     finally:
         fake_log.setLevel(level)
     return propagator.result
+
+
+def _train(propagator: "_Propagator", args: list, target: Any) -> None:
+    """The forward of a training step, then its loss, backward and optimizer step."""
+    observer = propagator.observer
+    propagator.tracker.listeners.append(observer)
+    try:
+        with observer.forward():
+            output = propagator.run(*args)
+            loss = observer.loss(output, target)
+        del output
+        propagator.env.clear()
+        held = [loss]
+        del loss
+        observer.backward_and_step(held)
+    finally:
+        propagator.tracker.listeners.remove(observer)
 
 
 def _node_error(node: fx.Node, error: Exception, received: str = "",

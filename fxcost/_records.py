@@ -52,6 +52,27 @@ class TensorMeta:
         return self.numel * self.itemsize
 
 
+@dataclass(frozen=True)
+class Opaque:
+    """Stands for an object a node returned that is neither a tensor nor a plain value (a cache
+    object...): named, not kept, so the tensors inside it live as long as the program keeps
+    them, not as long as fxcost's records."""
+
+    type_name: str
+    """Its class's qualified name."""
+
+
+_PLAIN = (int, float, bool, str, complex, type(None), torch.dtype, torch.device, torch.Size, slice, type(Ellipsis))
+
+
+def opaque(value: Any) -> Any:
+    """``value`` if it is a plain value (or a TensorMeta), else an :class:`Opaque` naming it."""
+    if isinstance(value, (TensorMeta, Opaque, *_PLAIN)):
+        return value
+    cls = type(value)
+    return Opaque(f"{cls.__module__}.{cls.__qualname__}")
+
+
 def iter_instances(value: Any, cls: type) -> Iterator[Any]:
     """Every instance of ``cls`` inside nested tuples/lists/dicts, in order."""
     if isinstance(value, cls):
@@ -173,6 +194,11 @@ class NodeCost(MovesBytes):
     """Bytes the node allocates internally beyond its outputs and frees before returning."""
     assumption: str = ""
     """What was assumed about tensor values to run this node (see ``Report.assumptions``)."""
+    backward_macs: int = 0
+    """Training: MACs of this node's gradient (input and weight gradients; recomputed forward
+    under activation checkpointing)."""
+    backward_flops: int = 0
+    """Training: FLOPs of this node's gradient."""
 
     @property
     def bytes_read(self) -> int:
@@ -252,3 +278,71 @@ class Assumption:
     """The assumed value (``repr``), or ``upper bound`` for a value-dependent size."""
     count: int
     """How many times it was assumed there."""
+
+
+#: Categories of memory in a training step, in the order reports list them.
+CATEGORIES = ("weights", "gradients", "optimizer_state", "activations", "temporaries", "inputs")
+
+
+@dataclass(frozen=True)
+class MemoryPoint:
+    """Live bytes by category at one point of a training step."""
+
+    phase: str
+    """``forward``, ``loss``, ``backward`` or ``optimizer``."""
+    node: str
+    """The node running (forward), whose gradient is computed (backward), or the phase."""
+    bytes: dict[str, int]
+    """Live bytes per category (see :data:`CATEGORIES`)."""
+
+
+@dataclass(frozen=True)
+class PeakHolder:
+    """Activations a node saved for the backward that are alive at the training peak."""
+
+    node: str
+    """The node that saved them."""
+    module_path: str
+    """Its module."""
+    nbytes: int
+    """Bytes saved and still alive."""
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    """One steady-state training step: its peak memory by category and what it costs beyond
+    the forward (the per-node backward costs are on the nodes)."""
+
+    optimizer: str
+    """The optimizer (``adamw``..., a class name, or ``none``)."""
+    loss: str
+    """How the loss was formed (``output.loss``, ``output.sum()`` or the function's name)."""
+    amp: str | None
+    """The autocast dtype, if any."""
+    checkpointed: tuple[str, ...]
+    """Module paths run under activation checkpointing by request."""
+    peak_bytes: int
+    """Peak of everything live during the step."""
+    peak_phase: str
+    """``forward``, ``loss``, ``backward`` or ``optimizer``."""
+    peak_node: str
+    """The node running at the peak (forward), or whose gradient was being computed."""
+    memory: dict[str, int]
+    """Bytes per category at the peak (see :data:`CATEGORIES`)."""
+    peak_holders: tuple[PeakHolder, ...]
+    """Saved activations alive at the peak, by the node that saved them, largest first."""
+    gradient_bytes: int
+    """Bytes of the parameters' gradients after the backward."""
+    optimizer_state_bytes: int
+    """Bytes of the optimizer's state."""
+    loss_macs: int
+    """MACs of the loss and its gradient."""
+    loss_flops: int
+    """FLOPs of the loss and its gradient."""
+    optimizer_flops: int
+    """FLOPs of the optimizer step (one per element each of its ops writes)."""
+    unsupported: dict[str, int]
+    """aten ops of the backward or the optimizer without a rule -> how many ran (their FLOPs
+    are not counted: the backward totals are lower bounds)."""
+    timeline: tuple[MemoryPoint, ...] = ()
+    """Live bytes by category at every node boundary of the step (for plots)."""

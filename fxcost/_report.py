@@ -14,7 +14,17 @@ from typing import Any
 from . import _aggregate, _compare, _roofline, _table
 from ._errors import InvalidInputError
 from ._options import MemoryOptions
-from ._records import Assumption, Buffer, GroupCost, MovesBytes, NodeCost, Status
+from ._records import (
+    Assumption,
+    Buffer,
+    GroupCost,
+    MemoryPoint,
+    MovesBytes,
+    NodeCost,
+    PeakHolder,
+    Status,
+    TrainingStep,
+)
 
 #: The ``format`` key of :meth:`Report.to_dict`; version 2 added ``totals``.
 FORMAT = "fxcost.report/2"
@@ -75,6 +85,8 @@ class Report(MovesBytes):
     assumptions: tuple[Assumption, ...] = ()
     """Values fxcost assumed where the code depends on tensor values (branches on values,
     ``.item()``, value-dependent output sizes); the nodes concerned say so in ``assumption``."""
+    training: TrainingStep | None = None
+    """The training step, when ``analyze(..., training=fxcost.Training(...))`` asked for one."""
     fallbacks: dict[str, str] = field(default_factory=dict)
     """Modules torch.fx could not trace -> why; each was costed whole from the torch calls
     it makes on fake tensors ('' = the whole model)."""
@@ -89,6 +101,56 @@ class Report(MovesBytes):
     def flops(self) -> int:
         """Total floating-point operations."""
         return sum(n.flops for n in self.nodes)
+
+    # --- training step ------------------------------------------------------------------
+    def _step(self) -> TrainingStep:
+        if self.training is None:
+            raise AttributeError("this report has no training step: pass training=fxcost.Training(...) to analyze()")
+        return self.training
+
+    @property
+    def backward_macs(self) -> int:
+        """MACs of the backward pass, summed over the nodes (the loss's are in ``training.loss_macs``)."""
+        self._step()
+        return sum(n.backward_macs for n in self.nodes)
+
+    @property
+    def backward_flops(self) -> int:
+        """FLOPs of the backward pass, summed over the nodes."""
+        self._step()
+        return sum(n.backward_flops for n in self.nodes)
+
+    @property
+    def step_flops(self) -> int:
+        """FLOPs of one training step: forward, loss, backward and optimizer."""
+        step = self._step()
+        return self.flops + self.backward_flops + step.loss_flops + step.optimizer_flops
+
+    @property
+    def train_peak_bytes(self) -> int:
+        """Peak of everything live during one steady-state training step."""
+        return self._step().peak_bytes
+
+    @property
+    def train_memory(self) -> dict[str, int]:
+        """Bytes by category at the training peak: weights, gradients, optimizer_state,
+        activations (saved for the backward), temporaries, inputs."""
+        return dict(self._step().memory)
+
+    @property
+    def train_peak_phase(self) -> str:
+        """``forward``, ``loss``, ``backward`` or ``optimizer``: when the training peak happens."""
+        return self._step().peak_phase
+
+    @property
+    def gradient_bytes(self) -> int:
+        """Bytes of the parameters' gradients."""
+        return self._step().gradient_bytes
+
+    @property
+    def optimizer_state_bytes(self) -> int:
+        """Bytes of the optimizer's state."""
+        return self._step().optimizer_state_bytes
 
     @property
     def non_trainable_params(self) -> int:
@@ -179,6 +241,12 @@ class Report(MovesBytes):
         data["unsupported"] = {k: tuple(v) for k, v in data.get("unsupported", {}).items()}
         data["peak_buffers"] = tuple(Buffer(**b) for b in data.get("peak_buffers", ()))
         data["assumptions"] = tuple(Assumption(**a) for a in data.get("assumptions", ()))
+        if data.get("training"):
+            step = dict(data["training"])
+            step["checkpointed"] = tuple(step["checkpointed"])
+            step["peak_holders"] = tuple(PeakHolder(**h) for h in step["peak_holders"])
+            step["timeline"] = tuple(MemoryPoint(**p) for p in step.get("timeline", ()))
+            data["training"] = TrainingStep(**step)
         data["memory"] = MemoryOptions.from_dict(data.get("memory", {}))
         return cls(nodes=nodes, **data)
 

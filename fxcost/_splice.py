@@ -122,6 +122,7 @@ class _Region:
         else:
             hint = f"{call.module_path}.{call.target if isinstance(call.target, str) else getattr(call.target, '__name__', 'call')}"
         node = self.graph.create_node(_OPCODES[call.kind], target, args, kwargs, name=hint.lstrip(".") or None)
+        call.node_name = node.name
         node.meta.update({MODULE_KEY: (call.module_path, call.module_type), VALUE_KEY: call.output,
                           INTERNAL_KEY: call.internal, RELEASED_KEY: call.released})
         if call.assumptions:

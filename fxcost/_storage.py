@@ -18,7 +18,7 @@ from ._compat import (
     storage_key,
 )
 from ._assume import warns_before_failing
-from ._records import TensorMeta, iter_instances
+from ._records import TensorMeta, iter_instances, opaque
 from ._values import KnownValues
 
 
@@ -74,7 +74,7 @@ class StorageTracker(TorchDispatchMode):
             return value
         from ._compat import pytree
 
-        return pytree.tree_map(lambda v: self.meta(v) if isinstance(v, torch.Tensor) else v, value)
+        return pytree.tree_map(lambda v: self.meta(v) if isinstance(v, torch.Tensor) else opaque(v), value)
 
     # --- scopes --------------------------------------------------------------------------
     def open_scope(self) -> None:

@@ -85,17 +85,19 @@ def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concret
 
 def trace_with_fallback(
     root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concrete_args: dict[str, Any] | None = None,
-    max_fallbacks: int = 64,
+    max_fallbacks: int = 64, leaf_paths: Iterable[str] = (),
 ) -> tuple[fx.GraphModule, dict[str, str]]:
     """Trace ``root``; where fx cannot trace a module, keep that module whole (a leaf, costed
     later from the torch calls it makes on fake tensors) and retry. Where keeping it whole
     does not help (the call itself cannot be traced, e.g. an argument fx cannot represent),
     the module making the call is kept whole instead. Returns the graph and
-    ``{module path: why it was kept whole}`` (``""`` = the whole model)."""
+    ``{module path: why it was kept whole}`` (``""`` = the whole model). ``leaf_paths`` are
+    kept whole on request."""
     fallbacks: dict[str, str] = {}
+    leaf_paths = tuple(leaf_paths)
     while True:
         try:
-            return trace(root, leaf_modules, concrete_args, fallbacks, runnable=False), fallbacks
+            return trace(root, leaf_modules, concrete_args, (*leaf_paths, *fallbacks), runnable=False), fallbacks
         except TraceError as error:
             path = error.module_path
             while path and path in fallbacks:

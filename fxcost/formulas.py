@@ -241,3 +241,31 @@ def selective_scan_flops(batch: int, length: int, channels: int, state: int, ski
     per_channel = 2 * skip + 2 * gate + delta_bias + delta_softplus
     elements = batch * length * channels
     return elements * state * (SCAN_STATE_FLOPS + 2) + elements * per_channel
+
+
+#: FLOPs per input element of a normalisation's backward (LayerNorm, GroupNorm, BatchNorm in
+#: training): the input gradient ``rstd*(g - mean(g) - x_hat*mean(g*x_hat))`` with ``g = dy*gamma``
+#: takes 8 (dy*gamma, two means, g*x_hat, x_hat*m, two subtractions, *rstd); the weight and bias
+#: gradients 3 (dy*x_hat accumulated, dy accumulated).
+NORM_BACKWARD_FLOPS = 11
+#: FLOPs per element of the softmax gradient ``y * (dy - sum(dy * y))``: multiply, accumulate,
+#: subtract, multiply.
+SOFTMAX_BACKWARD_FLOPS = 4
+
+
+def attention_backward_macs(query_shape: Shape, key_shape: Shape, value_shape: Shape) -> int:
+    """MACs of the backward of fused attention (flash / memory-efficient kernels), counted as
+    torch's ``FlopCounterMode`` counts them: the scores are recomputed (``B*L*S*E``), then
+    ``dV = P^T dO`` (``B*L*S*Ev``), ``dP = dO V^T`` (``B*L*S*Ev``), ``dQ = dS K`` and
+    ``dK = dS^T Q`` (``B*L*S*E`` each)."""
+    batch = numel(query_shape[:-2])
+    length, embed = query_shape[-2], query_shape[-1]
+    source = key_shape[-2]
+    return batch * length * source * (3 * embed + 2 * value_shape[-1])
+
+
+def attention_backward_extra_flops(query_shape: Shape, key_shape: Shape) -> int:
+    """Non-MAC FLOPs of fused attention's backward per score element: the recomputed scaling
+    and softmax (1 + 5, as the forward counts them) and the softmax gradient (3)."""
+    scores = numel(query_shape[:-2]) * query_shape[-2] * key_shape[-2]
+    return scores * (1 + SOFTMAX_FLOPS + 3)

@@ -592,3 +592,126 @@ def unique(call: OpCall) -> Cost:
     """Sorting the input (n*ceil(log2 n) comparisons) and comparing neighbours (n)."""
     count = call.inputs[0].numel
     return Cost(0, count * max(1, (count - 1).bit_length()) + count)
+
+
+# --- aten ops: what runs in a backward pass, an optimizer step or a recomputed forward ----------
+# Costed where fxcost follows a training step op by op (see fxcost._training). An aten op
+# without a rule here counts 1 FLOP per output element if torch tags it pointwise, nothing if it
+# only views or moves data, and is listed as unsupported otherwise.
+
+aten = torch.ops.aten
+
+register(aten.mm, aten.bmm, aten.dot, aten.mv, aten.vdot)(matmul)
+register(aten.addmm, aten.baddbmm)(matmul_accumulate)
+register(aten.sum, aten.mean, aten.amax, aten.amin, aten.max, aten.min, aten.prod, aten.norm,
+         aten.linalg_vector_norm, aten.cumsum, aten.logsumexp, aten.any, aten.all, aten.argmax, aten.argmin)(reduction)
+register(aten.var, aten.std, aten.var_mean, aten.std_mean)(variance)
+
+
+@register(aten.convolution, aten._convolution)
+def aten_convolution(call: OpCall) -> Cost:
+    """A convolution (recomputed under activation checkpointing)."""
+    input, weight, bias = call.args[0], call.args[1], call.args[2]
+    macs = fm.conv_macs(input.shape, weight.shape, call.out.shape, bool(call.args[6]))
+    return Cost(macs, 2 * macs + _bias_flops(call, bias is not None))
+
+
+@register(aten.convolution_backward)
+def convolution_backward(call: OpCall) -> Cost:
+    """Input and weight gradients each cost the forward's MACs (the input gradient is the
+    transposed convolution, the weight gradient the correlation of input and output gradient,
+    groups included); the bias gradient sums the output gradient."""
+    grad_output, input, weight = call.args[0], call.args[1], call.args[2]
+    transposed, mask = bool(call.args[7]), call.args[10]
+    macs = fm.conv_macs(input.shape, weight.shape, grad_output.shape, transposed) * (int(mask[0]) + int(mask[1]))
+    return Cost(macs, 2 * macs + (grad_output.numel if mask[2] else 0))
+
+
+_FUSED_ATTENTION = [getattr(aten, name) for name in (
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention", "_flash_attention_forward",
+    "_efficient_attention_forward") if hasattr(aten, name)]
+_FUSED_ATTENTION_BACKWARD = [getattr(aten, name) for name in (
+    "_scaled_dot_product_flash_attention_for_cpu_backward", "_scaled_dot_product_flash_attention_backward",
+    "_scaled_dot_product_efficient_attention_backward", "_scaled_dot_product_cudnn_attention_backward",
+    "_flash_attention_backward", "_efficient_attention_backward") if hasattr(aten, name)]
+
+
+@register(*_FUSED_ATTENTION, aten._scaled_dot_product_attention_math)
+def fused_attention(call: OpCall) -> Cost:
+    """A fused attention kernel (recomputed under activation checkpointing)."""
+    query, key, value = call.args[0], call.args[1], call.args[2]
+    macs = fm.attention_macs(query.shape, key.shape, value.shape)
+    return Cost(macs, 2 * macs + fm.attention_extra_flops(query.shape, key.shape))
+
+
+@register(*_FUSED_ATTENTION_BACKWARD)
+def fused_attention_backward(call: OpCall) -> Cost:
+    """The backward of fused attention: scores recomputed, then four gradient matmuls (see
+    :func:`fxcost.formulas.attention_backward_macs`)."""
+    query, key, value = call.args[1], call.args[2], call.args[3]
+    macs = fm.attention_backward_macs(query.shape, key.shape, value.shape)
+    return Cost(macs, 2 * macs + fm.attention_backward_extra_flops(query.shape, key.shape))
+
+
+@register(aten.native_layer_norm_backward, aten.native_group_norm_backward, aten.native_batch_norm_backward,
+          aten._fused_rms_norm_backward if hasattr(aten, "_fused_rms_norm_backward") else aten.native_layer_norm_backward)
+def norm_backward(call: OpCall) -> Cost:
+    """The backward of a normalisation (see :data:`fxcost.formulas.NORM_BACKWARD_FLOPS`)."""
+    return Cost(0, call.args[1].numel * fm.NORM_BACKWARD_FLOPS)
+
+
+@register(aten.native_layer_norm, aten.native_group_norm, aten.native_batch_norm, aten._native_batch_norm_legit,
+          aten._native_batch_norm_legit_no_training)
+def aten_norm(call: OpCall) -> Cost:
+    """A normalisation (recomputed under activation checkpointing): statistics and affine."""
+    return Cost(0, call.args[0].numel * (fm.NORM_STATS_FLOPS + fm.AFFINE_FLOPS))
+
+
+@register(aten._softmax_backward_data)
+def softmax_backward(call: OpCall) -> Cost:
+    return Cost(0, call.out.numel * fm.SOFTMAX_BACKWARD_FLOPS)
+
+
+@register(aten._log_softmax_backward_data)
+def log_softmax_backward(call: OpCall) -> Cost:
+    """``dy - exp(y) * sum(dy)``: exponent, accumulate, multiply, subtract... 3 per element."""
+    return Cost(0, call.out.numel * 3)
+
+
+@register(aten._softmax, aten._log_softmax)
+def aten_softmax(call: OpCall) -> Cost:
+    return Cost(0, call.out.numel * fm.SOFTMAX_FLOPS)
+
+
+@register(aten.embedding_dense_backward, aten.max_pool2d_with_indices_backward,
+          aten.max_pool3d_with_indices_backward, aten._adaptive_avg_pool2d_backward,
+          aten._adaptive_avg_pool3d_backward, aten.index_add, aten.index_put)
+def scatter_backward(call: OpCall) -> Cost:
+    """Gradients scattered into place, one add per incoming element."""
+    return Cost(0, call.args[0].numel)
+
+
+@register(aten.avg_pool2d_backward, aten.avg_pool3d_backward)
+def avg_pool_backward(call: OpCall) -> Cost:
+    """Each output gradient is spread over its window: ``prod(kernel)`` per output element."""
+    kernel = call.args[2]
+    return Cost(0, fm.pool_flops(call.args[0].shape, tuple(kernel) if isinstance(kernel, (list, tuple)) else (kernel,)))
+
+
+@register(aten.max_pool2d_with_indices, aten.max_pool3d_with_indices, aten.avg_pool2d, aten.avg_pool3d)
+def aten_pool(call: OpCall) -> Cost:
+    """Pooling (recomputed under activation checkpointing): ``prod(kernel)`` per output element."""
+    kernel = call.args[1]
+    return Cost(0, fm.pool_flops(call.out.shape, tuple(kernel) if isinstance(kernel, (list, tuple)) else (kernel,)))
+
+
+@register(aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d)
+def aten_adaptive_pool(call: OpCall) -> Cost:
+    spatial = len(call.out.shape) - 2
+    return Cost(0, fm.adaptive_pool_flops(call.args[0].shape, call.out.shape, spatial))
+
+
+@register(aten.native_dropout)
+def aten_dropout(call: OpCall) -> Cost:
+    return Cost(0, 2 * call.out.numel)

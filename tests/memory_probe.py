@@ -204,3 +204,37 @@ def measure_analysed(model: torch.nn.Module, inputs: dict, kept_whole, whole: tu
         output = interpreter.run(*placeholders)
         del output
     return {"node_peak": max(interpreter.node_live) + held, "op_peak": tracker.op_peak + held}
+
+
+def measure_training_step(model: torch.nn.Module, inputs: tuple, optimizer: "torch.optim.Optimizer | None",
+                          loss_of=lambda output: output.sum(), autocast=None) -> dict[str, int]:
+    """Real peak of live memory during one steady-state training step of ``model`` on
+    ``inputs`` (CPU): a first step creates the optimizer's state, then the measured step runs
+    forward, loss, backward, ``optimizer.step()`` and ``zero_grad(set_to_none=True)`` under the
+    storage tracker. Everything alive counts: parameters, buffers, the inputs, the optimizer's
+    state (alive before the step), and every storage the step creates while it lives."""
+    def step():
+        context = torch.autocast("cpu", dtype=autocast) if autocast is not None else torch.enable_grad()
+        with context:
+            loss = loss_of(model(*inputs))
+        loss.backward()
+        del loss
+        if optimizer is not None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            for p in model.parameters():
+                p.grad = None
+
+    model.train()
+    step()  # the optimizer's state now exists
+    state = [v for s in (optimizer.state.values() if optimizer is not None else ()) for v in s.values()
+             if isinstance(v, torch.Tensor)]
+    before = {_key(t): t.untyped_storage().nbytes() for t in (*model.parameters(), *model.buffers(),
+                                                               *tree_leaves(inputs), *state)
+              if isinstance(t, torch.Tensor)}
+    tracker = StorageTracker(set(before))
+    with tracker:
+        step()
+    return {"peak": tracker.op_peak + sum(before.values()), "optimizer_state": sum(_key(t) in before and
+            t.untyped_storage().nbytes() for t in {_key(t): t for t in state}.values())}

@@ -77,3 +77,15 @@ def torch_macs(module, *args, **kwargs) -> int:
         flops = torch_flops(lambda: module(*args, **kwargs))
     assert flops % 2 == 0, flops
     return flops // 2
+
+
+def torch_backward_macs(module, *args, loss_of=lambda output: output.sum(), **kwargs) -> int:
+    """MACs of the backward of ``loss_of(module(...))`` by torch's FlopCounterMode on a real run:
+    the count of forward and backward together, less the forward's."""
+    with torch.enable_grad():
+        forward = torch_flops(lambda: module(*args, **kwargs))
+        outputs = []
+        total = torch_flops(lambda: outputs.append(loss_of(module(*args, **kwargs))) or outputs[0].backward())
+    module.zero_grad(set_to_none=True)
+    assert (total - forward) % 2 == 0, (total, forward)
+    return (total - forward) // 2
