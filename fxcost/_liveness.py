@@ -8,6 +8,8 @@ call unless ``free_inputs``. Parameters and buffers of the model are not activat
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -40,13 +42,19 @@ class MemoryOptions:
     skip has no later reader."""
     weight_dtype: torch.dtype | None = None
     """Count floating-point parameters and buffers at this dtype's size in ``peak_memory_bytes``."""
+    stream_inputs: bool = False
+    """The model's inputs are not held in activation memory (a camera or frame buffer outside
+    it, read on demand, as TinyEngine's patch-based inference reads the image): a view of an
+    input that the graph reads (a patch) is a buffer of its own size from that view to its last
+    reader, and an input read whole is held until its last direct reader."""
 
     @classmethod
-    def deployment(cls, activation_dtype: torch.dtype | None = torch.int8) -> "MemoryOptions":
-        """Every assumption of a microcontroller int8 runtime (MCUNet's analytic profiling)."""
+    def deployment(cls, activation_dtype: torch.dtype | None = torch.int8, stream_inputs: bool = False) -> "MemoryOptions":
+        """Every assumption of a microcontroller int8 runtime (MCUNet's analytic profiling);
+        ``stream_inputs=True`` also reads the input patch by patch (MCUNetV2's patch-based stage)."""
         return cls(free_inputs=True, activation_dtype=activation_dtype, fold_batchnorm=True,
                    inplace_activations=True, inplace_depthwise=True, residual_accumulate=True,
-                   weight_dtype=activation_dtype)
+                   weight_dtype=activation_dtype, stream_inputs=stream_inputs)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, dtypes as names."""
@@ -171,6 +179,13 @@ def compute_liveness(
     def size_of(meta: TensorMeta) -> int:
         return scaled(meta.storage_nbytes, meta.dtype)
 
+    # --- stream_inputs (MemoryOptions): input storages are never resident; each view of one
+    # becomes a buffer of its own (keyed by a fresh negative id, sized by the view), and the
+    # input itself counts only up to its last reader that is not such a view.
+    streamed = {m.storage for node in nodes if node.op == "placeholder" for m in iter_metas(values.get(node))
+                } if options.stream_inputs else set()
+    streamed_views: set[fx.Node] = set()
+    fresh = itertools.count(-1, -1)
     for node in nodes:
         if node in alias_of:
             holds[node] = holds[alias_of[node]]
@@ -179,6 +194,10 @@ def compute_liveness(
             holds[node] = ()
             continue
         metas = [m for m in iter_metas(values.get(node)) if m.storage not in weight_storages]
+        if streamed and node.op != "placeholder" and any(m.storage in streamed for m in metas):
+            streamed_views.add(node)
+            metas = [dataclasses.replace(m, storage=next(fresh), storage_nbytes=m.nbytes)
+                     if m.storage in streamed else m for m in metas]
         for meta in metas:
             sizes.setdefault(meta.storage, size_of(meta))
         holds[node] = tuple(dict.fromkeys(m.storage for m in metas))
@@ -188,7 +207,12 @@ def compute_liveness(
     producer: dict[int, fx.Node] = {}
     for node in nodes:
         i = index[node]
-        if node.op == "placeholder" and not options.free_inputs:
+        if node.op == "placeholder" and streamed:  # stream_inputs: held only for direct readers
+            direct = [index[user] for user in node.users if user not in streamed_views]
+            if not direct:
+                continue
+            last_use = max(direct)
+        elif node.op == "placeholder" and not options.free_inputs:
             last_use = last
         elif node.op == "output":
             last_use = last
