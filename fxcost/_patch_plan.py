@@ -133,8 +133,8 @@ class PatchPlan:
         return (self.table() + "\n\n" if self.candidates else "") + self.summary()
 
 
-#: Split points in a row that may fail to lower the smallest peak before a search that found no
-#: fit gives up.
+#: Split points in a row that may fail to lower the smallest peak (once one did) before a search
+#: that found no fit gives up.
 _PATIENCE = 3
 
 
@@ -184,8 +184,8 @@ def plan_patches(model: nn.Module, example_input: Any, memory_limit: str | int, 
     grids are tried in order until one fits; a split point stops early when the peak is set
     after the stage (patches cannot lower it) or two finer grids in a row did not lower it; and
     once a plan fits, the search ends at the first split point whose coarsest grid already
-    costs as much overhead. Without any fit, it gives up after three split points in a row that
-    did not lower the smallest peak found. Every rewrite tried is costed by ``fxcost.analyze``.
+    costs as much overhead. Without any fit, once patching has lowered the peak it gives up after
+    three split points in a row that did not lower it further. Every rewrite tried is costed by ``fxcost.analyze``.
 
     Returns:
         The :class:`PatchPlan` chosen, with ``candidates`` (print ``plan.table()``). A model
@@ -209,7 +209,7 @@ def plan_patches(model: nn.Module, example_input: Any, memory_limit: str | int, 
     patcher = Patcher(model, example_input)
     grid_list = [(g, g) if isinstance(g, int) else tuple(g) for g in (grids or range(2, 9))]
     best: PatchPlan | None = None
-    smallest, stale = unpatched.peak_bytes, 0
+    smallest, stale = unpatched.peak_bytes, None  # stale: split points since the peak last went down
     for until in splits or patcher.split_points():
         try:
             height, width = patcher.output_size(until)
@@ -239,7 +239,7 @@ def plan_patches(model: nn.Module, example_input: Any, memory_limit: str | int, 
             split_peak = plan.peak_bytes if split_peak is None else min(split_peak, plan.peak_bytes)
             if misses == 2:
                 break  # two finer grids in a row did not lower the peak
-        stale = 0 if improved or best is not None else stale + 1
+        stale = 0 if improved else (stale + 1 if stale is not None else None)
         if stale == _PATIENCE:
             break  # nothing fits, and later split points stopped lowering the peak
     if best is None:
