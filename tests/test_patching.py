@@ -348,3 +348,19 @@ def test_stream_inputs_counts_only_the_patches_of_the_input_by_hand():
     assert streamed.peak_activation_bytes == 128 + 128 + 128
     whole = fxcost.analyze(nn.Conv2d(2, 2, 1), x, memory=fxcost.MemoryOptions(stream_inputs=True))
     assert whole.peak_activation_bytes == 512 + 512  # read whole: held for its reader
+
+
+@pytest.mark.slow
+def test_example_script_draws_figure_1_with_both_series(tmp_path):
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "figure.png"
+    result = subprocess.run([sys.executable, os.path.join(root, "examples", "mcunet_patch_inference.py"),
+                             "--out", str(out)], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": root})  # this checkout's fxcost
+    assert "per-layer memory usage in kB: [539.0, 588.0, 1372.0" in result.stdout  # seed 000's reference script
+    # blocks 0-4 per patch, by hand (int8, 28x28x32 stage output held): block 2 = 35x35x(16+96) + 25,088 B
+    assert f"per-patch memory usage in kB: [83.8, 81.9, {(35 * 35 * 112 + 28 * 28 * 32) / 1024:.1f}," in result.stdout
+    assert "1372 kB -> 172 kB (8.0x lower) with the image read patch by patch" in result.stdout  # MCUNetV2 Fig. 1
+    assert "MAC overhead: +" in result.stdout and out.exists() and out.stat().st_size > 1000
