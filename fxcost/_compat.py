@@ -26,3 +26,8 @@ def module_path(node: fx.Node) -> str:
 def storage_key(tensor: torch.Tensor) -> int:
     """Identity of ``tensor``'s storage: equal for a tensor and its views (fake tensors too)."""
     return StorageWeakRef(tensor.untyped_storage()).cdata
+
+
+def tensor_version(tensor: torch.Tensor) -> int:
+    """The version counter of ``tensor``: it moves when the tensor (or a view of it) is written in place."""
+    return tensor._version

@@ -17,6 +17,7 @@ from ._errors import InvalidInputError, PatchError
 from ._graph_values import fake_values
 from ._patch_plan import PatchCandidate, PatchPlan, evaluate_patches, plan_patches
 from ._patching import Patch, PatchLayout, patch_inference
+from ._reorder import Schedule, ScheduleCandidate, reorder_for_peak, schedule_for_peak
 
 __all__ = [
     "tile_matmuls",
@@ -28,6 +29,10 @@ __all__ = [
     "PatchLayout",
     "Patch",
     "PatchError",
+    "reorder_for_peak",
+    "schedule_for_peak",
+    "Schedule",
+    "ScheduleCandidate",
 ]
 
 
