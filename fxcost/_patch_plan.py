@@ -110,13 +110,13 @@ class PatchPlan:
 
     def summary(self) -> str:
         """The chosen plan in a few lines: peaks before and after, MAC overhead in total and per patch."""
-        limit = f" (limit {format_bytes(self.memory_limit)})" if self.memory_limit is not None else ""
+        limit = f", limit {format_bytes(self.memory_limit)}" if self.memory_limit is not None else ""
         if not self.until:
-            return f"plan:             no patching needed: peak {format_bytes(self.peak_bytes)}{limit}"
+            return f"plan:             no patching needed: peak {format_bytes(self.peak_bytes)}{limit.replace(',', ';')}"
         lines = [
             f"plan:             modules up to '{self.until}' in {self.grid[0]}x{self.grid[1]} patches",
             f"peak activations: {format_bytes(self.original_peak_bytes)} -> {format_bytes(self.peak_bytes)} "
-            f"({self.original_peak_bytes / self.peak_bytes:.1f}x lower){limit}; "
+            f"({self.original_peak_bytes / self.peak_bytes:.1f}x lower{limit}); "
             f"{format_bytes(self.stage_peak_bytes)} in the patched stage",
             f"MACs:             {format_count(self.original_macs)} -> {format_count(self.macs)} "
             f"(+{format_count(self.overhead_macs)}, +{100 * self.overhead:.1f}%; the stage's own MACs "

@@ -246,10 +246,10 @@ class Schedule:
 
     def __str__(self) -> str:
         change = self.peak_before_bytes / self.peak_after_bytes if self.peak_after_bytes else 1.0
-        bound = " (the lower bound: no order does better)" if self.peak_after_bytes == self.lower_bound_bytes else \
-            f" (lower bound {format_bytes(self.lower_bound_bytes)})"
+        bound = "the lower bound: no order does better" if self.peak_after_bytes == self.lower_bound_bytes else \
+            f"lower bound {format_bytes(self.lower_bound_bytes)}"
         return (f"{self.table()}\n\npeak activations: {format_bytes(self.peak_before_bytes)} -> "
-                f"{format_bytes(self.peak_after_bytes)} ({change:.2f}x lower, order: {self.method}){bound}")
+                f"{format_bytes(self.peak_after_bytes)} ({change:.2f}x lower, order: {self.method}; {bound})")
 
 
 def _rebuilt(gm: fx.GraphModule, model: ScheduleModel, steps: list[int]) -> fx.GraphModule:

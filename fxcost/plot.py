@@ -46,15 +46,7 @@ def plot_bars(values: Mapping[str, float], path: str, ylabel: str, title: str = 
     names = list(values)
     figure, axes = plt.subplots(figsize=(max(6, 0.5 * len(names)), 4))
     axes.bar(range(len(names)), list(values.values()), color="tab:blue")
-    axes.set_xticks(range(len(names)))
-    axes.set_xticklabels(labels or names, rotation=90 if len(names) > 8 and not labels else 0)
-    axes.set_ylabel(ylabel)
-    if title:
-        axes.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save_bar_chart(plt, figure, axes, names, path, ylabel, title, labels)
 
 
 def plot_bar_series(series: Mapping[str, Mapping[str, float]], path: str, ylabel: str, title: str = "",
@@ -70,10 +62,15 @@ def plot_bar_series(series: Mapping[str, Mapping[str, float]], path: str, ylabel
         axes.bar(offsets, [values.get(n, 0) for n in names], width, label=label)
     if limit is not None:
         axes.axhline(limit[0], color="tab:red", linestyle="--", linewidth=1, label=limit[1])
+    axes.legend()
+    return _save_bar_chart(plt, figure, axes, names, path, ylabel, title, labels)
+
+
+def _save_bar_chart(plt, figure, axes, names: list[str], path: str, ylabel: str, title: str,
+                    labels: list[str] | None) -> str:
     axes.set_xticks(range(len(names)))
     axes.set_xticklabels(labels or names, rotation=90 if len(names) > 8 and not labels else 0)
     axes.set_ylabel(ylabel)
-    axes.legend()
     if title:
         axes.set_title(title)
     figure.tight_layout()
