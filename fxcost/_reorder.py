@@ -279,6 +279,10 @@ def schedule_for_peak(model: nn.Module, example_input: Any, memory: MemoryOption
         A :class:`Schedule`: the reordered ``graph_module`` (the same function: only the order
         of independent nodes changes), peaks before and after from ``fxcost.analyze``, and the
         peak of every order tried (print ``schedule.table()``).
+
+    The graph is analysed in eval mode, as :func:`fxcost.analyze` does by default: writes into
+    parameters or buffers (BatchNorm statistics in training) are not ordered, and random ops
+    keep their order only when fx marks them impure.
     """
     if not isinstance(model, nn.Module):
         raise InvalidModelError(f"expected a torch.nn.Module or GraphModule, got {type(model).__name__}")
