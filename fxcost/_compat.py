@@ -183,3 +183,8 @@ def onednn_disabled():
         yield
     finally:
         torch._C._set_mkldnn_enabled(enabled)
+
+
+def tensor_version(tensor: torch.Tensor) -> int:
+    """The version counter of ``tensor``: it moves when the tensor (or a view of it) is written in place."""
+    return tensor._version

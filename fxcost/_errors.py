@@ -26,5 +26,9 @@ class TraceError(FxcostError):
     """One line saying what went wrong."""
 
 
+class PatchError(FxcostError):
+    """A stage cannot be computed patch by patch, or no patch plan fits the memory limit."""
+
+
 class ShapePropagationError(FxcostError):
     """A node failed while its output shapes were being computed on fake tensors."""

@@ -8,6 +8,8 @@ call unless ``free_inputs``. Parameters and buffers of the model are not activat
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -109,6 +111,13 @@ def compute_liveness(
     def size_of(meta: TensorMeta) -> int:
         return options.activation_size(meta.storage_nbytes, meta.dtype)
 
+    # stream_inputs: input storages are never resident; each view of one becomes a buffer of
+    # its own (keyed by a fresh negative id, sized by the view), and the input itself counts
+    # only up to its last reader that is not such a view.
+    streamed = {m.storage for node in nodes if node.op == "placeholder" for m in iter_metas(value_of(node))
+                } if options.stream_inputs else set()
+    streamed_views: set[fx.Node] = set()
+    fresh = itertools.count(-1, -1)
     for node in nodes:
         if node in alias_of:
             holds[node] = holds[alias_of[node]]
@@ -117,6 +126,10 @@ def compute_liveness(
             holds[node] = ()
             continue
         metas = [m for m in iter_metas(value_of(node)) if m.storage not in weight_storages]
+        if streamed and node.op != "placeholder" and any(m.storage in streamed for m in metas):
+            streamed_views.add(node)
+            metas = [dataclasses.replace(m, storage=next(fresh), storage_nbytes=m.nbytes)
+                     if m.storage in streamed else m for m in metas]
         for meta in metas:
             sizes.setdefault(meta.storage, size_of(meta))
         holds[node] = tuple(dict.fromkeys(m.storage for m in metas))
@@ -126,7 +139,12 @@ def compute_liveness(
     producer: dict[int, fx.Node] = {}
     for node in nodes:
         i = index[node]
-        if node.op == "placeholder" and not options.free_inputs:
+        if node.op == "placeholder" and streamed:  # stream_inputs: held only for direct readers
+            direct = [index[user] for user in node.users if user not in streamed_views]
+            if not direct:
+                continue
+            last_use = max(direct)
+        elif node.op == "placeholder" and not options.free_inputs:
             last_use = last
         elif node.op == "output":
             last_use = last

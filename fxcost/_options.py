@@ -34,13 +34,20 @@ class MemoryOptions:
     skip has no later reader."""
     weight_dtype: torch.dtype | None = None
     """Count floating-point parameters and buffers at this dtype's size in ``peak_memory_bytes``."""
+    stream_inputs: bool = False
+    """The model's inputs are not held in activation memory (a camera or frame buffer outside
+    it, read on demand, as TinyEngine's patch-based inference reads the image): a view of an
+    input that the graph reads (a patch) is a buffer of its own size from that view to its last
+    reader, and an input read whole is held until its last direct reader."""
 
     @classmethod
-    def deployment(cls, activation_dtype: torch.dtype | None = torch.int8) -> "MemoryOptions":
-        """Every assumption of a microcontroller int8 runtime (MCUNet's analytic profiling)."""
+    def deployment(cls, activation_dtype: torch.dtype | None = torch.int8,
+                   stream_inputs: bool = False) -> "MemoryOptions":
+        """Every assumption of a microcontroller int8 runtime (MCUNet's analytic profiling);
+        ``stream_inputs=True`` also reads the input patch by patch (MCUNetV2's patch-based stage)."""
         return cls(free_inputs=True, activation_dtype=activation_dtype, fold_batchnorm=True,
                    inplace_activations=True, inplace_depthwise=True, residual_accumulate=True,
-                   weight_dtype=activation_dtype)
+                   weight_dtype=activation_dtype, stream_inputs=stream_inputs)
 
     @property
     def rewrites(self) -> bool:

@@ -339,3 +339,9 @@ def roofline_table(roof, top: int | None = None, max_width: int | None = 100) ->
     if roof.unsupported:
         lines.append(f"note:      {roof.unsupported} nodes have no cost rule: their compute time is not counted")
     return "\n".join(lines)
+
+
+def text_table(rows: list[list[str]], headers: list[str], align: str) -> str:
+    """A plain text table; ``align`` has one letter per column, ``l`` or ``r``."""
+    sides = {"l": "left", "r": "right"}
+    return tabulate(rows, headers=headers, disable_numparse=True, colalign=tuple(sides[a] for a in align))

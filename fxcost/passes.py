@@ -1,4 +1,6 @@
-"""Graph transforms of interest to accelerator users."""
+"""Graph transforms: GEMM tiling, patch-based inference (MCUNetV2) and a peak-minimising
+schedule. Each returns a new ``GraphModule`` computing the same function; the model given is
+never modified."""
 
 from __future__ import annotations
 
@@ -10,9 +12,28 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
-from ._compat import new_fake_mode
 
-from ._errors import InvalidInputError
+from ._errors import InvalidInputError, PatchError
+from ._graph_values import fake_values
+from ._patch_plan import PatchCandidate, PatchPlan, evaluate_patches, plan_patches
+from ._patching import Patch, PatchLayout, patch_inference
+from ._reorder import Schedule, ScheduleCandidate, reorder_for_peak, schedule_for_peak
+
+__all__ = [
+    "tile_matmuls",
+    "patch_inference",
+    "evaluate_patches",
+    "plan_patches",
+    "PatchPlan",
+    "PatchCandidate",
+    "PatchLayout",
+    "Patch",
+    "PatchError",
+    "reorder_for_peak",
+    "schedule_for_peak",
+    "Schedule",
+    "ScheduleCandidate",
+]
 
 
 def _ranges(size: int, tile: int) -> list[tuple[int, int]]:
@@ -21,25 +42,8 @@ def _ranges(size: int, tile: int) -> list[tuple[int, int]]:
 
 def _shapes(gm: fx.GraphModule, example_input: Any) -> dict[fx.Node, torch.Size]:
     """Output shape of every tensor-valued node, from a fake-tensor run (no real kernels)."""
-    from ._inputs import bind_placeholders, fake_arguments, input_device, split_example_input
-
-    args, kwargs = split_example_input(example_input)
-    fake_mode = new_fake_mode()
-    with fake_mode:
-        fake_args, fake_kwargs = fake_arguments(args, kwargs, input_device(args, kwargs))
-    bound = bind_placeholders(gm, fake_args, fake_kwargs, type(gm).__name__)
-    shapes: dict[fx.Node, torch.Size] = {}
-
-    class Recorder(fx.Interpreter):
-        def run_node(self, n):
-            result = super().run_node(n)
-            if isinstance(result, torch.Tensor):
-                shapes[n] = result.shape
-            return result
-
-    with fake_mode, torch.no_grad():
-        Recorder(gm).run(*bound)
-    return shapes
+    return {node: value.shape for node, value in fake_values(gm, example_input, mode=None).items()
+            if isinstance(value, torch.Tensor)}
 
 
 def _tiled_product(graph: fx.Graph, a: fx.Node, b_tile, m: int, k: int, n: int, max_m: int, max_k: int, max_n: int) -> fx.Node:

@@ -46,6 +46,28 @@ def plot_bars(values: Mapping[str, float], path: str, ylabel: str, title: str = 
     names = list(values)
     figure, axes = plt.subplots(figsize=(max(6, 0.5 * len(names)), 4))
     axes.bar(range(len(names)), list(values.values()), color="tab:blue")
+    return _save_bar_chart(plt, figure, axes, names, path, ylabel, title, labels)
+
+
+def plot_bar_series(series: Mapping[str, Mapping[str, float]], path: str, ylabel: str, title: str = "",
+                    labels: list[str] | None = None, limit: tuple[float, str] | None = None) -> str:
+    """Save a PNG of several bar series side by side over the same keys (e.g. per-block peak
+    memory before and after a rewrite); ``limit=(value, label)`` draws a horizontal line."""
+    plt = _pyplot()
+    names = list(next(iter(series.values()))) if series else []
+    width = 0.8 / max(1, len(series))
+    figure, axes = plt.subplots(figsize=(max(6, 0.6 * len(names)), 4))
+    for number, (label, values) in enumerate(series.items()):
+        offsets = [i - 0.4 + width * (number + 0.5) for i in range(len(names))]
+        axes.bar(offsets, [values.get(n, 0) for n in names], width, label=label)
+    if limit is not None:
+        axes.axhline(limit[0], color="tab:red", linestyle="--", linewidth=1, label=limit[1])
+    axes.legend()
+    return _save_bar_chart(plt, figure, axes, names, path, ylabel, title, labels)
+
+
+def _save_bar_chart(plt, figure, axes, names: list[str], path: str, ylabel: str, title: str,
+                    labels: list[str] | None) -> str:
     axes.set_xticks(range(len(names)))
     axes.set_xticklabels(labels or names, rotation=90 if len(names) > 8 and not labels else 0)
     axes.set_ylabel(ylabel)
