@@ -51,6 +51,7 @@ def _group(report: "Report", key: str, module_type: str, depth: int, nodes: list
         params=sum(n.params for n in nodes), param_bytes=sum(n.param_bytes for n in nodes),
         bytes_read=sum(n.bytes_read for n in nodes), bytes_written=sum(n.bytes_written for n in nodes),
         peak_live_bytes=max((n.live_bytes for n in nodes), default=0),
+        backward_macs=sum(n.backward_macs for n in nodes), backward_flops=sum(n.backward_flops for n in nodes),
         unsupported=sum(not n.supported for n in nodes),
         macs_share=group_macs / macs if macs else 0.0, flops_share=group_flops / flops if flops else 0.0,
     )

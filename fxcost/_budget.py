@@ -28,7 +28,10 @@ class Quantity:
     unit: str
     """Unit word for counts."""
     by_module: str | None
-    """The GroupCost attribute that says which modules contribute (None: liveness)."""
+    """The GroupCost attribute that says which modules contribute (None: liveness; ``"step"``:
+    the training step's memory by category)."""
+    training: bool = False
+    """Needs a report with a training step."""
 
 
 QUANTITIES: dict[str, Quantity] = {
@@ -41,6 +44,9 @@ QUANTITIES: dict[str, Quantity] = {
         Quantity("bytes_moved", lambda r: r.bytes_moved, True, "", "bytes_moved"),
         Quantity("peak_activation", lambda r: r.peak_activation_bytes, True, "", None),
         Quantity("peak_memory", lambda r: r.peak_memory_bytes, True, "", None),
+        Quantity("train_peak_memory", lambda r: r.train_peak_bytes, True, "", "step", training=True),
+        Quantity("backward_flops", lambda r: r.backward_flops, False, "FLOPs", "backward_flops", training=True),
+        Quantity("step_flops", lambda r: r.step_flops, False, "FLOPs", "flops", training=True),
     )
 }
 
@@ -68,6 +74,15 @@ def check_limit_names(limits: Mapping[str, Any], where: str = "") -> None:
 
 
 def _contributors(report: "Report", quantity: Quantity, count: int = 5) -> list[str]:
+    if quantity.by_module == "step":
+        step = report.training
+        lines = [f"at the peak (during the {step.peak_phase}" + (f", node {step.peak_node}" if step.peak_node else "")
+                 + "): " + ", ".join(f"{name.replace('_', ' ')} {format_bytes(nbytes)}"
+                                     for name, nbytes in step.memory.items() if nbytes)]
+        for holder in step.peak_holders[:count]:
+            lines.append(f"  {format_bytes(holder.nbytes):>10}  saved for the backward by {holder.node} "
+                         f"({holder.module_path or 'the root module'})")
+        return lines
     if quantity.by_module is None:
         node = report.peak_node
         lines = [f"alive at the peak (during node {node}):"]
@@ -100,10 +115,16 @@ def assert_within(report: "Report", **limits: int | float | str) -> "Report":
 
     Limits (numbers or strings such as ``"4.2G"``, ``"25MiB"``): ``macs``, ``flops``,
     ``params``, ``param_bytes``, ``bytes_moved``, ``peak_activation`` (bytes),
-    ``peak_memory`` (bytes: activations + parameters + buffers). Returns the report.
+    ``peak_memory`` (bytes: activations + parameters + buffers), and for a report with a
+    training step ``train_peak_memory`` (bytes), ``backward_flops``, ``step_flops``. Returns
+    the report.
     """
     __tracebackhide__ = True  # pytest shows the failure at the caller's line, not in here
     check_limit_names(limits)
+    untrained = [name for name in limits if QUANTITIES[name].training and report.training is None]
+    if untrained:
+        raise InvalidInputError(f"{', '.join(untrained)} need a training step: analyse with "
+                                "training=fxcost.Training(...) (or --train on the command line)")
     problems = []
     for name, raw_limit in limits.items():
         quantity = QUANTITIES[name]
@@ -124,7 +145,8 @@ def assert_within(report: "Report", **limits: int | float | str) -> "Report":
 
 def baseline_figures(report: "Report") -> dict[str, int]:
     """The budgetable quantities of ``report``, for a baseline file."""
-    return {name: int(q.value(report)) for name, q in QUANTITIES.items()}
+    return {name: int(q.value(report)) for name, q in QUANTITIES.items()
+            if not q.training or report.training is not None}
 
 
 def write_baseline(path: str, report: "Report") -> None:

@@ -261,6 +261,10 @@ class GroupCost(MovesBytes):
     """Fraction of the model's MACs (0..1)."""
     flops_share: float
     """Fraction of the model's FLOPs (0..1)."""
+    backward_macs: int = 0
+    """Training: summed MACs of the group's gradients."""
+    backward_flops: int = 0
+    """Training: summed FLOPs of the group's gradients."""
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,8 @@ class MemoryPoint:
     """The node running (forward), whose gradient is computed (backward), or the phase."""
     bytes: dict[str, int]
     """Live bytes per category (see :data:`CATEGORIES`)."""
+    op: int = 0
+    """How many aten ops of the step had run (the point's position in time)."""
 
 
 @dataclass(frozen=True)

@@ -271,7 +271,8 @@ class Report(MovesBytes):
 
     def module_table(self, depth: int = 1, columns: Any = None, raw: bool = False, max_width: int | None = 100) -> str:
         """Costs summed per module down to ``depth`` levels, indented like torchinfo."""
-        return _table.group_table(self.by_module(depth), columns or _table.MODULE_COLUMNS, raw, max_width)
+        default = _table.MODULE_TRAINING_COLUMNS if self.training is not None else _table.MODULE_COLUMNS
+        return _table.group_table(self.by_module(depth), columns or default, raw, max_width)
 
     def op_table(self, columns: Any = None, raw: bool = False, max_width: int | None = 100) -> str:
         """Costs, counts and shares of the total per op type."""

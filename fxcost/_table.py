@@ -59,8 +59,12 @@ NODE_COLUMNS: dict[str, Column] = {
     "intensity": Column("FLOP/B", Kind.RATIO, lambda n: n.intensity),
     "live": Column("live", Kind.BYTES, lambda n: n.live_bytes),
     "status": Column("status", Kind.TEXT, lambda n: n.status.value),
+    "bwd_macs": Column("bwd MACs", Kind.COUNT, lambda n: n.backward_macs),
+    "bwd_flops": Column("bwd FLOPs", Kind.COUNT, lambda n: n.backward_flops),
 }
 DEFAULT_COLUMNS = ("module", "op", "shape", "params", "macs", "flops", "moved")
+#: The default columns of a report with a training step.
+TRAINING_COLUMNS = ("module", "op", "shape", "params", "macs", "bwd_macs", "flops", "bwd_flops")
 _SHRINKABLE = ("module", "name", "type", "op", "shape")
 
 
@@ -129,7 +133,7 @@ def node_table(
         max_width: truncate long names so the table fits (None: never truncate).
         all_nodes: also list placeholders, attributes and the output.
     """
-    names = list(columns or DEFAULT_COLUMNS)
+    names = list(columns or (TRAINING_COLUMNS if report.training is not None else DEFAULT_COLUMNS))
     _check_columns(names, NODE_COLUMNS)
     if sort_by is not None:
         _check_columns([sort_by], NODE_COLUMNS)
@@ -179,6 +183,8 @@ def _totals_row(report: "Report", names, formats, partial: bool) -> list[str]:
         "written": report.bytes_written, "moved": report.bytes_moved, "intensity": report.intensity,
         "live": report.peak_activation_bytes,
     }
+    if report.training is not None:
+        totals.update(bwd_macs=report.backward_macs, bwd_flops=report.backward_flops)
     row = []
     label_done = False
     for name, fmt in zip(names, formats):
@@ -204,6 +210,8 @@ GROUP_COLUMNS: dict[str, Column] = {
     "flops%": Column("FLOPs %", Kind.TEXT, lambda g: f"{100 * g.flops_share:.1f}%" if g.flops else ""),
     "moved": Column("moved", Kind.BYTES, lambda g: g.bytes_moved),
     "live": Column("peak live", Kind.BYTES, lambda g: g.peak_live_bytes),
+    "bwd_macs": Column("bwd MACs", Kind.COUNT, lambda g: g.backward_macs),
+    "bwd_flops": Column("bwd FLOPs", Kind.COUNT, lambda g: g.backward_flops),
 }
 
 
@@ -225,6 +233,8 @@ def group_table(groups: "list[GroupCost]", columns: Sequence[str], raw: bool = F
 
 
 MODULE_COLUMNS = ("module", "type", "params", "macs", "flops", "moved", "live")
+#: The module table's columns for a report with a training step.
+MODULE_TRAINING_COLUMNS = ("module", "type", "params", "macs", "bwd_macs", "flops", "bwd_flops", "live")
 OP_COLUMNS = ("op", "count", "params", "macs", "macs%", "flops", "flops%", "moved")
 
 
@@ -260,6 +270,8 @@ def summary(report: "Report", raw: bool = False) -> str:
     if partial:
         lines.append(f"PARTIAL:          {', '.join(partial)} — counted only up to a data-dependent op "
                      "(see the node's note), totals are lower bounds")
+    if report.training is not None:
+        lines.extend(_training_lines(report, count, size))
     if report.assumptions:
         lines.append(f"ASSUMED:          {len(report.assumptions)} value(s) the code depends on (rows marked *; "
                      "report.assumptions; override with assume={'file.py:LINE': value}):")
@@ -272,6 +284,28 @@ def summary(report: "Report", raw: bool = False) -> str:
 
 
 _LISTED_ASSUMPTIONS = 8
+_CATEGORY_WORDS = {"weights": "weights", "gradients": "gradients", "optimizer_state": "optimizer state",
+                   "activations": "saved activations", "temporaries": "temporaries", "inputs": "inputs"}
+
+
+def _training_lines(report: "Report", count, size) -> list[str]:
+    """The summary's lines about the training step."""
+    step = report.training
+    amp = f", autocast {step.amp}" if step.amp else ""
+    checkpointed = f", checkpointing {', '.join(step.checkpointed)}" if step.checkpointed else ""
+    where = f" at node {step.peak_node}" if step.peak_node and step.peak_node != step.peak_phase else ""
+    lines = [
+        f"training step:    {step.optimizer} optimizer, loss {step.loss}{amp}{checkpointed}",
+        f"backward:         {count(report.backward_macs, 'MACs')}, {count(report.backward_flops, 'FLOPs')}; "
+        f"step {count(report.step_flops, 'FLOPs')} (forward + loss + backward + optimizer)",
+        f"train peak:       {size(step.peak_bytes)} during the {step.peak_phase}{where}",
+        "                  " + ", ".join(f"{_CATEGORY_WORDS[name]} {size(nbytes)}" for name, nbytes in step.memory.items()),
+        f"gradients:        {size(step.gradient_bytes)}; optimizer state {size(step.optimizer_state_bytes)}",
+    ]
+    if step.unsupported:
+        lines.append(f"UNSUPPORTED:      backward/optimizer ops without a rule: {', '.join(sorted(step.unsupported))} "
+                     "— backward FLOPs are lower bounds")
+    return lines
 
 
 def _short_location(location: str) -> str:

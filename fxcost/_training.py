@@ -76,7 +76,8 @@ class StepObserver(Listener):
         self.totals = dict.fromkeys(CATEGORIES, 0)
         self.peak = -1
         self.peak_at: tuple[str, _Owner | None, dict[str, int], int] | None = None
-        self.timeline: list[tuple[str, _Owner | None, dict[str, int]]] = []
+        self.peak_point = 0
+        self.timeline: list[tuple[str, _Owner | None, dict[str, int], int]] = []
         self.ops = 0
         self.saved: dict[int, list] = {}  # storage -> [owner, bytes, saved at op, released at op]
         self.unsupported: dict[str, int] = {}
@@ -118,6 +119,9 @@ class StepObserver(Listener):
         if self.phase != "warm-up" and total > self.peak:
             self.peak = total
             self.peak_at = (self.phase, self.owner, self._live(), self.ops)
+            self.peak_point = len(self.timeline)  # the peak goes into the timeline here
+        if self.phase == "optimizer":  # one point per op: its temporaries come and go within a node
+            self.timeline.append((self.phase, self.owner, self._live(), self.ops))
         if self.phase in ("loss", "backward", "optimizer"):
             self._count(func, args, kwargs, out)
 
@@ -125,7 +129,7 @@ class StepObserver(Listener):
         if owner is not self.owner:
             self.owner = owner
             if self.phase != "warm-up":
-                self.timeline.append((self.phase, owner, self._live()))
+                self.timeline.append((self.phase, owner, self._live(), self.ops))
 
     # --- costing ops the step runs -----------------------------------------------------
     def _count(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
@@ -272,6 +276,7 @@ class StepObserver(Listener):
         else:
             for parameter in self.parameters:
                 parameter.grad = None
+        self.timeline.append((self.phase, None, self._live(), self.ops))  # the step's end
         self.phase = "done"
 
     # --- the record --------------------------------------------------------------------
@@ -310,7 +315,8 @@ class StepObserver(Listener):
             optimizer_state_bytes=self.optimizer_state_bytes, loss_macs=self.loss_cost.macs,
             loss_flops=self.loss_cost.flops, optimizer_flops=self.optimizer_cost.flops,
             unsupported=dict(self.unsupported),
-            timeline=tuple(MemoryPoint(p, name_of(o), bytes_) for p, o, bytes_ in self.timeline),
+            timeline=tuple(MemoryPoint(p, name_of(o), bytes_, op) for p, o, bytes_, op in
+                           (*self.timeline[:self.peak_point], (phase, owner, live, at), *self.timeline[self.peak_point:])),
         )
         return step, {name: (macs, flops) for name, (macs, flops) in backward.items()}
 

@@ -80,14 +80,22 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--exclude", action="append", metavar="PATH", help="leave out a submodule (e.g. the head: fc)")
     group.add_argument("--submodule", metavar="PATH",
                        help="analyse only this submodule, with the input it gets in the model")
-    group.add_argument("--mode", choices=("eval", "train", "as-is"), default="eval",
-                       help="module mode to analyse (default eval)")
+    group.add_argument("--mode", choices=("eval", "train", "as-is"), default=None,
+                       help="module mode to analyse (default eval; train with --train)")
     group.add_argument("--assume", action="append", metavar="FILE:LINE=VALUE",
                        help="value to assume where the model's code depends on tensor values, e.g. "
                             "mynet.py:9=false (defaults: branches taken, integers the input size, sizes their "
                             "upper bound; every assumption is listed)")
     group.add_argument("--strict", action="store_true",
                        help="make code that depends on tensor values an error instead of assuming")
+    train = parser.add_argument_group("training step")
+    train.add_argument("--train", metavar="OPTIMIZER", choices=("sgd", "sgd-momentum", "adam", "adamw", "none"),
+                       help="also analyse one training step with this optimizer (sgd, sgd-momentum, adam, adamw, or "
+                            "none: forward and backward only): backward costs, the step's peak memory by category")
+    train.add_argument("--amp", metavar="DTYPE", choices=("bf16", "fp16", "bfloat16", "float16"),
+                       help="with --train: forward and loss under autocast in bf16 or fp16")
+    train.add_argument("--checkpoint", action="append", metavar="PATH",
+                       help="with --train: run this submodule under activation checkpointing (repeatable)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress, notes or warnings on stderr (progress shows only on a terminal)")
 
@@ -229,6 +237,21 @@ def _settings(args: argparse.Namespace) -> Settings:
                     parse_assumptions(args.assume) if args.assume else None)
 
 
+def _training(args: argparse.Namespace) -> Any:
+    """``--train`` / ``--amp`` / ``--checkpoint`` as a :class:`fxcost.Training` (None without ``--train``)."""
+    if not args.train:
+        if args.amp or args.checkpoint:
+            raise InvalidInputError("--amp and --checkpoint go with --train OPTIMIZER")
+        return None
+    import torch
+
+    from . import Training
+
+    amp = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    return Training(None if args.train == "none" else args.train, amp=amp.get(args.amp),
+                    checkpoint=tuple(args.checkpoint or ()))
+
+
 def parse_assumptions(texts: list[str]) -> dict[str, Any]:
     """``["mynet.py:9=false", "a.py:3=4"]`` -> ``{"mynet.py:9": False, "a.py:3": 4}``."""
     assume: dict[str, Any] = {}
@@ -313,7 +336,7 @@ def _analyse(loaded: "LoadedModel", specs: tuple["InputSpec", ...], args: argpar
         warnings.simplefilter("always")
         report = analyze(loaded.model, example_input(specs, settings.float_dtype), mode=args.mode,
                          memory=settings.memory, exclude=args.exclude or (), submodule=args.submodule,
-                         assume=settings.assume, strict=args.strict)
+                         assume=settings.assume, strict=args.strict, training=_training(args))
     for warning in caught:
         console.warn(str(warning.message))
     return report
@@ -334,10 +357,11 @@ def _view_roofline(report: "Report", args: argparse.Namespace) -> str:
 
 
 def _view_modules(report: "Report", args: argparse.Namespace) -> str:
-    from ._table import MODULE_COLUMNS, group_table
+    from ._table import MODULE_COLUMNS, MODULE_TRAINING_COLUMNS, group_table
 
     groups = report.by_module(args.depth or 1)
-    return _with_summary(group_table(groups, MODULE_COLUMNS, args.raw, **_table_format(args)), report, args)
+    columns = MODULE_TRAINING_COLUMNS if report.training is not None else MODULE_COLUMNS
+    return _with_summary(group_table(groups, columns, args.raw, **_table_format(args)), report, args)
 
 
 def _view_ops(report: "Report", args: argparse.Namespace) -> str:

@@ -77,3 +77,41 @@ def _save_bar_chart(plt, figure, axes, names: list[str], path: str, ylabel: str,
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_training_memory(report: "Report", path: str, title: str | None = None) -> str:
+    """Save a PNG of live memory (MiB) along one training step, stacked by category (weights,
+    gradients, optimizer state, saved activations, temporaries, inputs), the phases shaded
+    and the peak marked. The report needs a training step (``training=fxcost.Training(...)``)."""
+    from ._records import CATEGORIES
+
+    step = report.training
+    if step is None:
+        raise FxcostError("this report has no training step: analyse with training=fxcost.Training(...)")
+    plt = _pyplot()
+    points = step.timeline
+    x = [p.op - points[0].op for p in points] if points else []
+    series = [[p.bytes[name] / 2**20 for p in points] for name in CATEGORIES]
+    figure, axes = plt.subplots(figsize=(10, 4.5))
+    axes.stackplot(x, series, labels=[name.replace("_", " ") for name in CATEGORIES], alpha=0.85)
+    phases = [(p.phase, p.op - points[0].op) for i, p in enumerate(points) if i == 0 or points[i - 1].phase != p.phase]
+    for number, (phase, start) in enumerate(phases):
+        end = phases[number + 1][1] if number + 1 < len(phases) else (x[-1] if x else 0)
+        if number % 2:
+            axes.axvspan(start, end, color="grey", alpha=0.08)
+        axes.text((start + end) / 2, 1.01, phase, transform=axes.get_xaxis_transform(), ha="center", fontsize=8)
+    totals = [sum(p.bytes.values()) for p in points]
+    if totals:
+        peak = totals.index(step.peak_bytes) if step.peak_bytes in totals else max(range(len(totals)),
+                                                                                    key=totals.__getitem__)
+        axes.axvline(x[peak], color="tab:red", linestyle="--", linewidth=1)
+        axes.annotate(f"peak {step.peak_bytes / 2**20:.1f} MiB ({step.peak_phase})", (x[peak], totals[peak] / 2**20),
+                      textcoords="offset points", xytext=(8, -14), color="tab:red")
+    axes.set_xlabel("aten ops run in the step")
+    axes.set_ylabel("live memory (MiB)")
+    axes.legend(loc="upper left", fontsize=8)
+    axes.set_title(title or f"{report.model}: one training step ({step.optimizer})", pad=14)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
