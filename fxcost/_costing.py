@@ -99,7 +99,8 @@ def _weights_of(node: fx.Node) -> list[tuple[torch.Tensor, bool]]:
 def _cost_node(node: fx.Node, rules: RuleRegistry, weights: WeightIndex, root_type: str) -> NodeCost:
     target, op_type, key = describe_target(node)
     if KEPT_WHOLE_KEY in node.meta:  # the end of a module kept whole: named after the module
-        target, op_type = node.meta[KEPT_WHOLE_KEY], module_of(node)[1]
+        target = node.meta[KEPT_WHOLE_KEY]
+        op_type = target.rsplit(".", 1)[-1]
     outputs = tuple(iter_metas(value_of(node)))
     base = _base(node.name, node.op, target, op_type, module_of(node, root_type), outputs,
                  node.meta.get(ASSUMPTIONS_KEY, ()))

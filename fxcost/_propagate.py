@@ -24,7 +24,7 @@ from ._graph import CALLS_KEY, INTERNAL_KEY, PARTIAL_KEY, VALUE_KEY, called_modu
 from ._records import dtype_name, iter_instances
 from ._storage import StorageTracker
 from ._values import KnownValues
-from ._trace import user_frame
+from ._trace import KEPT_CALLS, user_frame
 
 _FRAME = re.compile(r'^File "([^"]+)", line (\d+)')
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
@@ -74,7 +74,7 @@ class _Propagator(fx.Interpreter):
                                                              args, kwargs, path, module_type, outer)
                 finally:
                     internal = self.tracker.close_scope()
-                if outer is not None:
+                if outer is not None or n.target in KEPT_CALLS:  # its calls become graph nodes
                     self.result.regions[n] = recording
                 else:
                     n.meta[CALLS_KEY] = recording.calls

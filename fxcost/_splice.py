@@ -30,6 +30,7 @@ from ._graph import (
     RETAINED_KEY,
     VALUE_KEY,
     called_module,
+    function_name,
     module_of,
     value_of,
 )
@@ -105,9 +106,13 @@ class _Region:
         held = tuple(dict.fromkeys(self.node.all_input_nodes))
         end = self.graph.create_node("call_function", region_output, (spec, [self._arg(leaf) for leaf in leaves], held),
                                      name=f"{self.node.name}_return")
-        cls = type(called_module(self.node))
+        if self.node.op == "call_module":
+            cls = type(called_module(self.node))
+            kept = f"{cls.__module__}.{cls.__qualname__}"
+        else:
+            kept = function_name(self.node.target)
         end.meta.update({MODULE_KEY: self.module, VALUE_KEY: value_of(self.node), RETAINED_KEY: self.recording.retained,
-                         KEPT_WHOLE_KEY: f"{cls.__module__}.{cls.__qualname__}"})
+                         KEPT_WHOLE_KEY: kept})
         for key in (PARTIAL_KEY, ASSUMPTIONS_KEY):  # what was said of the module's node as a whole
             if key in self.node.meta:
                 end.meta[key] = self.node.meta[key]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import traceback
 from typing import Any, Iterable
 
 import torch
 import torch.fx as fx
+import torch.utils.checkpoint
 from torch import nn
 
 from ._errors import TraceError
@@ -26,12 +28,19 @@ _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _FXCOST_DIR = os.path.dirname(__file__) + os.sep
 
 
+#: Functions fx keeps as one call instead of tracing through: what they do at run time
+#: (recomputing the forward in the backward) is not what tracing them would record.
+KEPT_CALLS = (torch.utils.checkpoint.checkpoint,)
+
+
 class CostTracer(fx.Tracer):
-    """``fx.Tracer`` keeping every ``torch.nn`` module (and ``leaf_modules``) as a leaf."""
+    """``fx.Tracer`` keeping every ``torch.nn`` module (and ``leaf_modules``) as a leaf, and
+    calls of :data:`KEPT_CALLS` (activation checkpointing) as one call each."""
 
     def __init__(self, leaf_modules: Iterable[type[nn.Module]] = (), leaf_paths: Iterable[str] = (),
                  record_stack_traces: bool = False) -> None:
-        super().__init__(param_shapes_constant=True)
+        super().__init__(param_shapes_constant=True, autowrap_functions=KEPT_CALLS,
+                         autowrap_modules=(math, torch.utils.checkpoint))
         self.record_stack_traces = record_stack_traces  # costly: only when an error needs a source line
         self.leaf_types = tuple(leaf_modules)
         self.leaf_paths = set(leaf_paths)
