@@ -31,6 +31,7 @@ from ._compat import (
     register_global_module_hooks,
     torch_function_disabled,
 )
+from ._direct import NOT_DONE, uninstall
 from ._graph import ASSUMPTIONS_KEY, call_key
 from ._records import TensorMeta, opaque
 from ._storage import Listener, StorageTracker
@@ -187,6 +188,7 @@ class Recorder(TorchFunctionMode):
         self.last_recording: Recording | None = None
         self.produced: dict[int, tuple[int, tuple]] = {}  # storage -> (call, path) of its producer
         self.handles: list[Any] = []
+        self.direct: Any = None  # a fxcost._direct.Direct: outputs of common ops computed without running them
 
     # --- lifecycle ---------------------------------------------------------------------
     def __enter__(self):
@@ -212,10 +214,12 @@ class Recorder(TorchFunctionMode):
             self._remember(tensor, Ref("input", path=source_path, meta=self.tracker.meta(tensor)))
         lifetimes = _Lifetimes(self)
         self.tracker.listeners.append(lifetimes)
+        installed = self.direct.install(outer, self._unrecorded) if self.direct is not None and outer is not None else []
         try:
             with self:
                 result = run()
         finally:
+            uninstall(installed)
             self.tracker.listeners.remove(lifetimes)
             self.recording = None
         created = lifetimes.created_keys
@@ -228,6 +232,11 @@ class Recorder(TorchFunctionMode):
         finally:
             self.busy = False
         return result, recording
+
+    def _unrecorded(self) -> bool:
+        """Whether the module call starting now is not recorded call by call (it is recorded
+        as one call, or runs inside one, or nothing is being recorded)."""
+        return self.recording is None or any(self.whole)
 
     # --- sources -------------------------------------------------------------------------
     def _remember(self, tensor: torch.Tensor, ref: Ref) -> None:
@@ -269,6 +278,10 @@ class Recorder(TorchFunctionMode):
                 and isinstance(args[0], torch.Tensor) and value_unknown(args[0]) \
                 and (self.tracker.known is None or self.tracker.known.real(args[0]) is None):
             return self.assumer.read(func, args[0], call_site())
+        if self.direct is not None:
+            result = self.direct.call(call_key(func), args, kwargs)
+            if result is not NOT_DONE:
+                return result, None
         try:
             return func(*args, **kwargs), None
         except RuntimeError as error:
@@ -409,6 +422,8 @@ class Recorder(TorchFunctionMode):
 
 class _Lifetimes(Listener):
     """While code is recorded: the storages it creates, and when it lets go of them."""
+
+    needs_ops = False
 
     def __init__(self, recorder: "Recorder") -> None:
         self.recorder = recorder

@@ -87,6 +87,83 @@ def fake_from_meta(fake_mode: FakeTensorMode, tensor: torch.Tensor, device: torc
     return fake
 
 
+class FakeFactory:
+    """Makes fake tensors of one fake-tensor mode and device without running any op: a new
+    storage of given sizes and strides, or a view of an existing fake tensor's storage (what
+    :mod:`fxcost._direct` returns for the layers whose outputs it computes itself).
+
+    The instance state is that of a fake tensor made by ``FakeTensor``'s own constructor
+    (same mode, device, no constant); only the sizes, strides and storage differ.
+    """
+
+    def __init__(self, fake_mode: FakeTensorMode, device: torch.device) -> None:
+        self.fake_mode = fake_mode
+        with _no_modes():
+            reference = FakeTensor(fake_mode, torch.empty((0,), device="meta"), device)
+        self.device = reference.fake_device
+        self.state = dict(reference.__dict__)
+        self.throw_on_data_ptr = not fake_mode._allow_unsafe_data_ptr_access
+
+    def _wrap(self, meta: torch.Tensor) -> torch.Tensor:
+        fake = torch.Tensor._make_subclass(FakeTensor, meta, False, dispatch_device=True,
+                                           device_for_backend_keys=self.device)
+        if self.throw_on_data_ptr:
+            torch._C._set_throw_on_mutable_data_ptr(fake)
+        else:
+            torch._C._set_warn_deprecated_on_mutable_data_ptr(fake)
+        fake.__dict__.update(self.state)
+        return fake
+
+    def new(self, shape: tuple, stride: tuple, dtype: torch.dtype) -> torch.Tensor:
+        """A fake tensor with a storage of its own."""
+        with _no_modes():
+            meta = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+        return self._wrap(meta)
+
+    def view(self, base: torch.Tensor, shape: tuple, stride: tuple, offset: int) -> torch.Tensor:
+        """A fake tensor over ``base``'s storage (same storage identity)."""
+        with _no_modes():
+            meta = torch.empty((0,), dtype=base.dtype, device="meta")
+            meta.set_(base.untyped_storage(), offset, shape, stride)
+        return self._wrap(meta)
+
+
+def _no_modes():
+    """A context in which no dispatch mode (fake-tensor mode, fxcost's tracker) sees the ops
+    run on ``meta`` tensors."""
+    return torch._C._ExcludeDispatchKeyGuard(_PYTHON_KEYS)
+
+
+_PYTHON_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.Python) | torch._C.DispatchKeySet(
+    torch._C.DispatchKey.PythonTLSSnapshot)
+
+
+def is_fake_of(tensor: Any, fake_mode: FakeTensorMode) -> bool:
+    """Whether ``tensor`` is a fake tensor of ``fake_mode`` whose values were never known
+    (not made from a Python constant)."""
+    return type(tensor) is FakeTensor and tensor.fake_mode is fake_mode and tensor.constant is None
+
+
+def empty_like_strides(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The strides ``torch.empty_like(tensor)`` gives on fake tensors (torch's reference
+    decomposition: the input's dimension order, without its gaps)."""
+    from torch._prims_common import compute_elementwise_output_logical_to_physical_perm
+
+    perm, _ = compute_elementwise_output_logical_to_physical_perm(tensor)
+    shape = tensor.shape
+    strides = [0] * len(shape)
+    step = 1
+    for dim in reversed(perm):
+        strides[dim] = step
+        step *= max(shape[dim], 1)
+    return tuple(strides)
+
+
+def bump_version(tensor: torch.Tensor) -> None:
+    """Move ``tensor``'s version counter as an in-place op would."""
+    torch._C._autograd._unsafe_set_version_counter((tensor,), (tensor._version + 1,))
+
+
 def storage_key(tensor: torch.Tensor) -> int:
     """Identity of ``tensor``'s storage: equal for a tensor and all its views."""
     return tensor.untyped_storage()._cdata

@@ -18,6 +18,7 @@ from torch import nn
 
 from ._assume import Assumer
 from ._capture import Recorder, Recording
+from ._direct import NOT_DONE, Direct, has_call, has_module
 from ._compat import FAKE_TENSOR_LOGGER, IMMUTABLE_DICT, IMMUTABLE_LIST, FakeTensorMode, is_data_dependent, pytree
 from ._errors import ShapePropagationError
 from ._graph import CALLS_KEY, INTERNAL_KEY, PARTIAL_KEY, VALUE_KEY, called_module, module_of
@@ -53,6 +54,7 @@ class _Propagator(fx.Interpreter):
         self.tracker = recorder.tracker
         self.observer: Any = None  # the training step's observer, if any
         self.result = Propagation(tracker=recorder.tracker)
+        self.direct: Direct | None = recorder.direct
 
     def fetch_args_kwargs_from_env(self, n: fx.Node) -> tuple[tuple, dict]:
         # fx hands lists/dicts to targets as immutable containers; real Python code may
@@ -86,7 +88,9 @@ class _Propagator(fx.Interpreter):
                     self.observer.running(n)
                 self.tracker.open_scope()
                 try:
-                    result = super().run_node(n)
+                    result = self._direct(n)
+                    if result is NOT_DONE:
+                        result = super().run_node(n)
                 finally:
                     n.meta[INTERNAL_KEY] = self.tracker.close_scope()
                 if self.observer is not None:
@@ -106,6 +110,21 @@ class _Propagator(fx.Interpreter):
             raise _node_error(n, error, self._received(n), self.source_of) from error
         n.meta[VALUE_KEY] = self.tracker.meta_structure(result)
         return result
+
+    def _direct(self, n: fx.Node) -> Any:
+        """The node's result computed without running it (see :mod:`fxcost._direct`), or NOT_DONE."""
+        if self.direct is None:
+            return NOT_DONE
+        if n.op == "call_module":
+            module = called_module(n)
+            if not has_module(module):
+                return NOT_DONE
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            return self.direct.module(module, args, kwargs)
+        if n.op in ("call_function", "call_method") and has_call(n.target):
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            return self.direct.call(n.target, args, kwargs)
+        return NOT_DONE
 
     def _check_input_dtype(self, n: fx.Node) -> None:
         """Real kernels refuse a float32 layer fed int64 or float16 data; meta kernels do not
@@ -182,6 +201,7 @@ def propagate(
     tracker = StorageTracker()
     tracker.known = KnownValues()
     recorder = Recorder(tracker, has_rule, module_paths, weight_names or {}, assumer)
+    recorder.direct = Direct(fake_mode, tracker)
     propagator = _Propagator(gm, look_inside, recorder)
     propagator.source_of = source_of
     fake_log = logging.getLogger(FAKE_TENSOR_LOGGER)

@@ -127,6 +127,33 @@ class StorageTracker(TorchDispatchMode):
             listener.ran(func, args, kwargs, out)
         return out
 
+    def made(self, inputs: Any, out: Any, temporaries: tuple = ()) -> None:
+        """What :meth:`__torch_dispatch__` records for an op, for an op fxcost computed without
+        running it (see :mod:`fxcost._direct`): ``inputs`` read, ``out`` returned, and
+        ``temporaries`` (``(dtype, nbytes)`` of outputs it made and dropped at once, such as
+        max-pool indices) alive together with ``out`` at the op's end."""
+        for tensor in iter_instances(inputs, torch.Tensor):
+            key = storage_key(tensor)
+            if key not in self.sizes and key not in self.preexisting:
+                self.preexisting.add(key)
+                self.kept.setdefault(key, tensor.untyped_storage())
+        for tensor in iter_instances(out, torch.Tensor):
+            self._track(tensor)
+        if not self.scopes:
+            return
+        for number, (dtype, nbytes) in enumerate(temporaries):
+            for scope in self.scopes:
+                scope.add(-1 - number, dtype, nbytes)
+        for scope in self.scopes:
+            scope.measure()
+        for number, (dtype, nbytes) in enumerate(temporaries):
+            for scope in self.scopes:
+                scope.remove(-1 - number, dtype, nbytes)
+
+    def sees_every_op(self) -> bool:
+        """Whether a listener needs every aten op (then no op may be skipped)."""
+        return any(listener.needs_ops for listener in self.listeners)
+
     def _track(self, tensor: torch.Tensor) -> None:
         key = storage_key(tensor)
         if key in self.preexisting:
@@ -185,6 +212,10 @@ class _Scope:
 
 class Listener:
     """What a :class:`StorageTracker` tells its listeners (override what you need)."""
+
+    needs_ops = True
+    """Whether it must see every aten op (ops fxcost computes itself are not run: a listener
+    that only follows storages sets this False)."""
 
     def created(self, key: int, dtype: torch.dtype, nbytes: int) -> None:
         """A storage was created."""
