@@ -75,18 +75,6 @@ def new_fake_mode() -> FakeTensorMode:
     return _FakeMode(allow_non_fake_inputs=True)
 
 
-def fake_from_meta(fake_mode: FakeTensorMode, tensor: torch.Tensor, device: torch.device,
-                   parameter: bool = False) -> torch.Tensor:
-    """A fake tensor of ``tensor``'s sizes, strides and dtype on ``device``, built without
-    dispatch (call it outside the fake mode). ``parameter`` marks it as an ``nn.Parameter``
-    would, without the dispatched ``detach()`` that ``nn.Parameter(fake)`` costs."""
-    meta = torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device="meta")
-    fake = fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, meta, device)
-    if parameter:
-        fake._is_param = True
-    return fake
-
-
 class FakeFactory:
     """Makes fake tensors of one fake-tensor mode and device without running any op: a new
     storage of given sizes and strides, or a view of an existing fake tensor's storage (what
@@ -119,6 +107,15 @@ class FakeFactory:
         with _no_modes():
             meta = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
         return self._wrap(meta)
+
+    def like(self, tensor: torch.Tensor, parameter: bool = False) -> torch.Tensor:
+        """A fake tensor of ``tensor``'s sizes, strides and dtype (any device, data never read).
+        ``parameter`` marks it as an ``nn.Parameter`` would, without the dispatched
+        ``detach()`` that ``nn.Parameter(fake)`` costs."""
+        fake = self.new(tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+        if parameter:
+            fake._is_param = True
+        return fake
 
     def view(self, base: torch.Tensor, shape: tuple, stride: tuple, offset: int) -> torch.Tensor:
         """A fake tensor over ``base``'s storage (same storage identity)."""
@@ -172,6 +169,28 @@ def storage_key(tensor: torch.Tensor) -> int:
 def key_of_storage(storage: torch.UntypedStorage) -> int:
     """Identity of a storage object (what :func:`storage_key` gives for its tensors)."""
     return storage._cdata
+
+
+def module_tensors(module: torch.nn.Module) -> list[tuple[torch.Tensor, bool]]:
+    """``(tensor, is_parameter)`` for every parameter, then every buffer, of ``module`` and its
+    submodules, each once (what ``parameters()`` and ``buffers()`` yield, without their
+    generator machinery)."""
+    modules, seen, stack = [], set(), [module]
+    while stack:  # named_modules' order: depth first, children in registration order
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        modules.append(current)
+        stack.extend(reversed([child for child in current._modules.values() if child is not None]))
+    found, tensors = [], set()
+    for table, is_param in (("_parameters", True), ("_buffers", False)):
+        for current in modules:
+            for tensor in current.__dict__[table].values():
+                if tensor is not None and id(tensor) not in tensors:
+                    tensors.add(id(tensor))
+                    found.append((tensor, is_param))
+    return found
 
 
 def module_stack(node: fx.Node) -> dict[str, tuple[str, Any]]:

@@ -38,8 +38,18 @@ def module_of(node: fx.Node, root_type: str = "") -> tuple[str, str]:
 
 
 def called_module(node: fx.Node) -> nn.Module:
-    """The module a ``call_module`` node calls."""
-    return node.graph.owning_module.get_submodule(str(node.target))
+    """The module a ``call_module`` node calls (looked up once per graph root)."""
+    root = node.graph.owning_module
+    cached = node.meta.get(_CALLED_KEY)
+    if cached is not None and cached[0] is root:
+        return cached[1]
+    module = root.get_submodule(str(node.target))
+    node.meta[_CALLED_KEY] = (root, module)
+    return module
+
+
+#: ``node.meta`` key caching ``(graph root, module called)`` for :func:`called_module`.
+_CALLED_KEY = "fxcost_called"
 
 
 def fetched_attribute(node: fx.Node) -> Any:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ._compat import fake_from_meta
+from ._compat import FakeFactory
 from ._errors import InvalidModelError
 from ._quantized import StandIn, is_quantized_module, stand_in
 
@@ -63,13 +63,14 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
     tensors: dict[int, torch.Tensor] = {}
     modules: dict[int, nn.Module] = {}
     stand_ins: dict[str, StandIn] = {}
+    factory = FakeFactory(fake_mode, device)
 
     def mirror_tensor(value, qualified: str, is_param: bool):
         if value is None:
             return None
         key = id(value)
         if key not in tensors:
-            fake = fake_from_meta(fake_mode, value, device, parameter=is_param)
+            fake = factory.like(value, parameter=is_param)
             if grads and is_param and value.requires_grad:
                 fake.requires_grad_(True)
             tensors[key] = fake

@@ -11,14 +11,14 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ._compat import storage_key
+from ._compat import module_tensors, storage_key
 from ._quantized import StandIn
 from ._records import NodeCost
 
 
 def module_weights(module: nn.Module) -> list[tuple[torch.Tensor, bool]]:
     """``(tensor, is_parameter)`` for every parameter and buffer of ``module``."""
-    return [(p, True) for p in module.parameters()] + [(b, False) for b in module.buffers()]
+    return module_tensors(module)
 
 
 class WeightIndex:
