@@ -226,9 +226,17 @@ def propagate_subject(subject: Subject, traced: Traced, options: AnalysisOptions
     root = subject.mirror.module
     sizes = [size for value in traced.placeholders for tensor in iter_instances(value, torch.Tensor) for size in tensor.shape]
     assumer = None if options.strict else Assumer(options.assume, max(sizes, default=1))
+    looked_into: dict[Any, bool] = {}  # per module called / function target
+
+    def look_inside(node: fx.Node) -> bool:
+        key = id(called_module(node)) if node.op == "call_module" else (node.op, node.target)
+        if key not in looked_into:
+            looked_into[key] = _looked_into(node, registry)
+        return looked_into[key]
+
     propagation = propagate(
         traced.gm, traced.placeholders, subject.fake_mode,
-        look_inside=lambda node: _looked_into(node, registry),
+        look_inside=look_inside,
         has_rule=lambda module: registry.module_rule(module) is not None,
         source_of=source_line_by_retrace(lambda: traced.retrace(root)),
         weight_names={id(t): name for name, t in (*root.named_parameters(), *root.named_buffers())},

@@ -82,15 +82,17 @@ class _Propagator(fx.Interpreter):
                     n.meta[CALLS_KEY] = recording.calls
                     n.meta[INTERNAL_KEY] = internal
             else:
-                if n.op == "call_module" and (self.observer is None or self.observer.training.amp is None):
-                    self._check_input_dtype(n)  # (under autocast, layers mix dtypes on purpose)
+                args, kwargs = self.fetch_args_kwargs_from_env(n)
+                module = called_module(n) if n.op == "call_module" else None
+                if module is not None and (self.observer is None or self.observer.training.amp is None):
+                    self._check_input_dtype(module, args)  # (under autocast, layers mix dtypes on purpose)
                 if self.observer is not None:
                     self.observer.running(n)
                 self.tracker.open_scope()
                 try:
-                    result = self._direct(n)
+                    result = self._direct(n, module, args, kwargs)
                     if result is NOT_DONE:
-                        result = super().run_node(n)
+                        result = getattr(self, n.op)(n.target, args, kwargs)
                 finally:
                     n.meta[INTERNAL_KEY] = self.tracker.close_scope()
                 if self.observer is not None:
@@ -111,29 +113,22 @@ class _Propagator(fx.Interpreter):
         n.meta[VALUE_KEY] = self.tracker.meta_structure(result)
         return result
 
-    def _direct(self, n: fx.Node) -> Any:
+    def _direct(self, n: fx.Node, module: nn.Module | None, args: tuple, kwargs: dict) -> Any:
         """The node's result computed without running it (see :mod:`fxcost._direct`), or NOT_DONE."""
         if self.direct is None:
             return NOT_DONE
-        if n.op == "call_module":
-            module = called_module(n)
-            if not has_module(module):
-                return NOT_DONE
-            args, kwargs = self.fetch_args_kwargs_from_env(n)
-            return self.direct.module(module, args, kwargs)
-        if n.op in ("call_function", "call_method") and has_call(n.target):
-            args, kwargs = self.fetch_args_kwargs_from_env(n)
+        if module is not None:
+            return self.direct.module(module, args, kwargs) if has_module(module) else NOT_DONE
+        if n.op != "get_attr" and n.op != "placeholder" and n.op != "output" and has_call(n.target):
             return self.direct.call(n.target, args, kwargs)
         return NOT_DONE
 
-    def _check_input_dtype(self, n: fx.Node) -> None:
+    def _check_input_dtype(self, module: nn.Module, args: tuple) -> None:
         """Real kernels refuse a float32 layer fed int64 or float16 data; meta kernels do not
         always check, so check here (lookup layers such as Embedding take integer indices)."""
-        module = called_module(n)
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor) or not weight.dtype.is_floating_point:
             return
-        args, _ = super().fetch_args_kwargs_from_env(n)
         first = next(iter_instances(args, torch.Tensor), None)
         if first is None or first.dtype == weight.dtype:
             return
@@ -157,15 +152,17 @@ class _Propagator(fx.Interpreter):
 
 
 def _mutable(value: Any) -> Any:
-    if isinstance(value, IMMUTABLE_LIST):
+    kind = type(value)
+    if kind not in _CONTAINERS:  # (not named tuples / torch.return_types, which must keep their type)
+        return value
+    if kind is tuple:
+        return tuple(_mutable(v) for v in value) if any(type(v) in _CONTAINERS for v in value) else value
+    if kind is IMMUTABLE_LIST:
         return [_mutable(v) for v in value]
-    if isinstance(value, IMMUTABLE_DICT):
-        return {k: _mutable(v) for k, v in value.items()}
-    if type(value) is tuple:  # not named tuples / torch.return_types, which must keep their type
-        return tuple(_mutable(v) for v in value)
-    if type(value) is dict:
-        return {k: _mutable(v) for k, v in value.items()}
-    return value
+    return {k: _mutable(v) for k, v in value.items()}
+
+
+_CONTAINERS = frozenset({IMMUTABLE_LIST, IMMUTABLE_DICT, tuple, dict})
 
 
 def propagate(
@@ -205,8 +202,8 @@ def propagate(
     propagator = _Propagator(gm, look_inside, recorder)
     propagator.source_of = source_of
     fake_log = logging.getLogger(FAKE_TENSOR_LOGGER)
-    level = fake_log.level
-    fake_log.setLevel(logging.CRITICAL)  # failures are re-raised with context, not logged
+    disabled = fake_log.disabled
+    fake_log.disabled = True  # failures are re-raised with context, not logged
     try:
         with fake_mode, tracker:
             if step is None:
@@ -217,7 +214,7 @@ def propagate(
                 _train(propagator, args, target)
             propagator.env.clear()
     finally:
-        fake_log.setLevel(level)
+        fake_log.disabled = disabled
     return propagator.result
 
 

@@ -7,7 +7,6 @@ names as strings (``call_method`` nodes: ``"view"``, ``"add_"``...).
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -62,6 +61,7 @@ class RuleRegistry:
 
     def __init__(self) -> None:
         self._rules: dict[Any, Rule] = {}
+        self._by_class: dict[type, Rule | None] = {}  # module classes resolved along their MRO
 
     def register(self, *targets: Any) -> Callable[[Rule], Rule]:
         """Decorator registering one rule for several targets."""
@@ -71,18 +71,25 @@ class RuleRegistry:
                 if self._rules.get(target, rule) is not rule:
                     raise ValueError(f"a cost rule for {target!r} is already registered")
                 self._rules[target] = rule
+            self._by_class.clear()
             return rule
 
         return decorate
 
     def lookup(self, target: Any) -> Rule | None:
         """The rule for ``target``; module classes also match their base classes."""
-        rule = self._rules.get(target)
-        if rule is None and inspect.isclass(target):
+        try:
+            rule = self._rules.get(target)
+        except TypeError:  # an unhashable target has no rule
+            return None
+        if rule is None and isinstance(target, type):
+            if target in self._by_class:
+                return self._by_class[target]
             for base in target.__mro__[1:]:
                 rule = self._rules.get(base)
                 if rule is not None:
                     break
+            self._by_class[target] = rule
         return rule
 
     def module_rule(self, module: torch.nn.Module) -> Rule | None:
