@@ -25,6 +25,9 @@ _HOOK_TABLES = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_
                 "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
                 "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 
+_CONTAINERS = frozenset({dict, list, set})
+_REPLACED = frozenset({"_parameters", "_buffers", "_modules"})  # (the mirror sets its own)
+
 
 @dataclass
 class Mirror:
@@ -63,6 +66,7 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
     tensors: dict[int, torch.Tensor] = {}
     modules: dict[int, nn.Module] = {}
     stand_ins: dict[str, StandIn] = {}
+    containers: dict[int, object] = {}  # user's dicts/lists/sets -> the mirror's copies
     factory = FakeFactory(fake_mode, device)
 
     def mirror_tensor(value, qualified: str, is_param: bool):
@@ -93,7 +97,7 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
             clone = mirror(replacement.module, prefix)
             modules[id(module)] = clone
             return clone
-        clone = _shallow_copy(module)
+        clone = _shallow_copy(module, containers)
         modules[id(module)] = clone
         state = clone.__dict__
         state["_parameters"] = {
@@ -118,17 +122,24 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
     return Mirror(root, names, stand_ins)
 
 
-def _shallow_copy(module: nn.Module) -> nn.Module:
+def _shallow_copy(module: nn.Module, containers: dict[int, object]) -> nn.Module:
     """A new module object of the same class sharing ``module``'s attributes, except its
-    hook tables, which are its own, and methods bound to it per instance (``self.forward =
-    self.forward_fast``), which are bound to the copy."""
+    hook tables, which are its own; plain dicts, lists and sets, which are copies (a forward
+    may fill a cache: timm's LeViT stores tensors in ``attention_bias_cache``; ``containers``
+    keeps one copy of a container two modules share); and methods bound to it per instance
+    (``self.forward = self.forward_fast``), which are bound to the copy."""
     clone = object.__new__(type(module))
-    clone.__dict__.update(module.__dict__)
+    state = clone.__dict__
+    state.update(module.__dict__)
     for table in _HOOK_TABLES:
-        value = module.__dict__.get(table)
+        value = state.get(table)
         if isinstance(value, dict):
-            clone.__dict__[table] = OrderedDict(value)
+            state[table] = OrderedDict(value)
     for name, value in module.__dict__.items():
-        if isinstance(value, types.MethodType) and value.__self__ is module:
-            clone.__dict__[name] = types.MethodType(value.__func__, clone)
+        kind = type(value)
+        if kind in _CONTAINERS and name not in _REPLACED:
+            copied = containers.get(id(value))
+            state[name] = copied if copied is not None else containers.setdefault(id(value), value.copy())
+        elif kind is types.MethodType and value.__self__ is module:
+            state[name] = types.MethodType(value.__func__, clone)
     return clone

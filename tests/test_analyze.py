@@ -69,6 +69,35 @@ def test_model_is_left_byte_for_byte_unchanged():
         assert torch.equal(value, after["state"][key]), key  # incl. BatchNorm running stats
 
 
+class CachedBias(nn.Module):
+    """Fills a cache dict in eval mode, as timm's LeViT does with its attention biases."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(4))
+        self.cache = {}
+        self.seen = []
+
+    def forward(self, x):
+        if not self.training:
+            if "b" not in self.cache:
+                self.cache["b"] = self.bias * 2
+            self.seen.append(1)
+            return x + self.cache["b"]
+        return x + self.bias * 2
+
+
+def test_caches_a_forward_fills_stay_the_users():
+    """The user's dicts and lists are never filled with tracing proxies or fake tensors, and a
+    second analysis gives the first one's figures."""
+    model = CachedBias().eval()
+    first = analyze_quiet(model, (2, 4))
+    assert model.cache == {} and model.seen == []
+    second = analyze_quiet(model, (2, 4))
+    assert first.to_dict() == second.to_dict()
+    assert first.flops == 2 * 4 + 4  # the cached bias (4 multiplies) and the add (2 x 4)
+
+
 def test_meta_model_reports_exactly_like_real_weights():
     real = torchvision.models.mobilenet_v3_small()
     with torch.device("meta"):
