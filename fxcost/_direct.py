@@ -507,14 +507,18 @@ def _layer_norm(x: Any, normalized_shape: Any, weight: Any = None, bias: Any = N
     shape = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list, torch.Size)) else (normalized_shape,)
     if not (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and _same_as(x, weight, bias) and shape
             and x.numel() > 0):
-        return None  # (any input layout: the output is row-major)
+        return None
     if len(shape) > x.dim() or tuple(x.shape[x.dim() - len(shape):]) != shape:
         return None
     for param in (weight, bias):
         if param is not None and tuple(param.shape) != shape:
             return None
     rows = math.prod(x.shape[:x.dim() - len(shape)]) * 4
-    return Made(New(tuple(x.shape), x.dtype), ((torch.float32, rows), (torch.float32, rows)), reads=(weight, bias))
+    # the output is like the input made contiguous: a contiguous input (size-1 dimensions may
+    # have any stride) keeps its strides exactly, any other is row-major
+    stride = x.stride() if x.is_contiguous() else None
+    return Made(New(tuple(x.shape), x.dtype, stride), ((torch.float32, rows), (torch.float32, rows)),
+                reads=(weight, bias))
 
 
 @_modules(nn.GroupNorm)

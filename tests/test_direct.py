@@ -317,6 +317,18 @@ def test_convolution_sizes_match_torch(size, kernel, stride, padding, dilation, 
         assert direct == fake
 
 
+@pytest.mark.parametrize("make", [
+    lambda: fake_input((1, 6, 1, 1)).permute(0, 2, 3, 1),   # contiguous, odd strides on size-1 dims (timm heads)
+    lambda: fake_input((4, 1, 6)).transpose(0, 1).transpose(0, 1)[:, :],
+    lambda: fake_input((1, 4, 6)).transpose(0, 1),          # contiguous: size-1 dimension moved
+    lambda: fake_input((5, 2, 6)).transpose(0, 1),          # not contiguous: the output is row-major
+    lambda: fake_input((2, 6, 3)).transpose(1, 2),
+])
+def test_layer_norm_layouts_match_torch(make):
+    direct, fake = both_ways(F.layer_norm, lambda: (make(), (make().shape[-1],)))
+    assert direct is not None and direct == fake
+
+
 @pytest.mark.parametrize("shape, args", [((2, 3, 4), (6, 4)), ((2, 3, 4), (-1,)), ((2, 3, 4), ((4, -1, 3),)),
                                          ((2, 3, 4), (5, -1))])
 def test_view_shapes_match_torch(shape, args):
