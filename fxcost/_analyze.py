@@ -4,7 +4,9 @@ only composes them."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -109,18 +111,25 @@ def analyze(
     options = AnalysisOptions.checked(model, mode=mode, leaf_modules=leaf_modules, concrete_args=concrete_args,
                                       rules=rules, memory=memory, exclude=exclude, submodule=submodule,
                                       fallback=fallback, assume=assume, strict=strict, training=training)
+    with _collector_paused():
+        report = _stages(model, example_input, options)
+    warn_about(report)
+    return report
+
+
+# --- stages --------------------------------------------------------------------------------
+
+def _stages(model: nn.Module, example_input: Any, options: AnalysisOptions) -> Report:
+    """mirror -> trace -> propagate -> cost -> liveness -> report (what is not in the report
+    is dropped on return, before the garbage collector runs again)."""
     subject = prepare(model, example_input, options)
     traced = trace_subject(subject, options)
     graph = propagate_subject(subject, traced, options)
     weights = WeightIndex(subject.mirror.module, subject.mirror.names)
     costed = cost_nodes(graph, options.rules, weights, subject.name)
     liveness = compute_liveness(graph, set(weights.by_storage), options.memory, [n.module_path for n in costed.nodes])
-    report = build_report(subject, traced, graph, costed, liveness, options)
-    warn_about(report)
-    return report
+    return build_report(subject, traced, graph, costed, liveness, options)
 
-
-# --- stages --------------------------------------------------------------------------------
 
 @dataclass
 class Subject:
@@ -360,19 +369,39 @@ def warn_about(report: Report) -> None:
 
 # --- helpers ---------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off while one analysis runs (restored after, as it
+    was). An analysis makes tens of thousands of objects that live until it ends (graph
+    nodes, fake tensors, records); collections during the run scan them again and again
+    without freeing anything (0-7% of the time measured on DenseNet-121 and MobileNetV2).
+    Reference counting still frees what is dropped; cycles are collected afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _module_types(nodes: list[NodeCost], mirror: Mirror) -> dict[str, str]:
     """Class name of every module path owning a node, at every level (a converted quantized
     module under its own class, not its float stand-in's)."""
     types: dict[str, str] = {}
+    modules: dict[str, nn.Module] | None = None
     for node in nodes:
-        parts = node.module_path.split(".") if node.module_path else []
+        if not node.module_path or node.module_path in types:
+            continue
+        if modules is None:
+            modules = dict(mirror.module.named_modules(remove_duplicate=False))
+        parts = node.module_path.split(".")
         for level in range(1, len(parts) + 1):
             path = ".".join(parts[:level])
             if path not in types:
-                try:
-                    types[path] = type(mirror.module.get_submodule(path)).__name__
-                except AttributeError:
-                    types[path] = node.module_type if level == len(parts) else ""
+                module = modules.get(path)
+                types[path] = type(module).__name__ if module is not None else (
+                    node.module_type if level == len(parts) else "")
     for path, replacement in mirror.stand_ins.items():
         if path in types:
             types[path] = replacement.original.rsplit(".", 1)[-1]
