@@ -40,6 +40,10 @@ from ._storage import Listener, StorageTracker
 #: no tensor output.
 _MUTATORS = frozenset({"__setitem__"})
 
+#: Argument types pytree keeps as leaves and that are never tensors.
+_LEAVES = frozenset({int, float, bool, complex, str, type(None), type(Ellipsis), slice, torch.dtype, torch.device,
+                     torch.layout, torch.memory_format})
+
 #: The recorder running, if any (read by :class:`RuleBody`).
 _ACTIVE: ContextVar["Recorder | None"] = ContextVar("fxcost_recorder", default=None)
 
@@ -254,6 +258,17 @@ class Recorder(TorchFunctionMode):
         return Ref("constant", value=tensor, meta=meta)
 
     def _refs(self, value: Any) -> Any:
+        """``value`` with every tensor replaced by its :class:`Ref` (``pytree.tree_map``;
+        plain tuples, lists, dicts and scalars, most arguments, without pytree's overhead)."""
+        kind = type(value)
+        if kind in _LEAVES:
+            return value
+        if isinstance(value, torch.Tensor):
+            return self._ref(value)
+        if kind is tuple or kind is list:
+            return kind(self._refs(v) for v in value)
+        if kind is dict:
+            return {k: self._refs(v) for k, v in value.items()}
         return pytree.tree_map(lambda v: self._ref(v) if isinstance(v, torch.Tensor) else v, value)
 
     def _released(self, storage: int) -> None:
@@ -342,7 +357,8 @@ class Recorder(TorchFunctionMode):
         if what is None and self.pending:
             what = "; ".join(self.pending)
         key = call_key(func)
-        if not any(isinstance(v, torch.Tensor) for v in pytree.tree_leaves(result)) and key not in _MUTATORS:
+        if not isinstance(result, torch.Tensor) and key not in _MUTATORS and \
+                not any(isinstance(v, torch.Tensor) for v in pytree.tree_leaves(result)):
             if what is not None:  # a value read: the assumption concerns the call that made the tensor
                 self._assumed(what, args[0] if args else None)
             return result  # shape queries, .item(), property reads: their values are constants
