@@ -186,6 +186,8 @@ def prepare(model: nn.Module, example_input: Any, options: AnalysisOptions) -> S
 def _checkpoint(root: nn.Module, entries: tuple) -> tuple[str, ...]:
     """Run the mirror's modules named by path or class under activation checkpointing; their
     paths (outermost only)."""
+    if not entries:
+        return ()
     paths = [path for path, module in root.named_modules() if path and any(
         path == entry if isinstance(entry, str) else isinstance(module, entry) for entry in entries)]
     paths = [p for p in paths if not any(p.startswith(q + ".") for q in paths)]
