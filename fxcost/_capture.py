@@ -40,6 +40,14 @@ from ._storage import Listener, StorageTracker
 #: no tensor output.
 _MUTATORS = frozenset({"__setitem__"})
 
+#: Reads of a tensor's layout (sizes, dtype, device): answered at once, never recorded.
+_LAYOUT_READS = frozenset({
+    torch.Tensor.shape.__get__, torch.Tensor.dtype.__get__, torch.Tensor.device.__get__,
+    torch.Tensor.ndim.__get__, torch.Tensor.is_cuda.__get__, torch.Tensor.layout.__get__,
+    torch.Tensor.size, torch.Tensor.dim, torch.Tensor.stride, torch.Tensor.numel, torch.Tensor.is_contiguous,
+    torch.Tensor.is_floating_point, torch.Tensor.element_size,
+})
+
 #: Argument types pytree keeps as leaves and that are never tensors.
 _LEAVES = frozenset({int, float, bool, complex, str, type(None), type(Ellipsis), slice, torch.dtype, torch.device,
                      torch.layout, torch.memory_format})
@@ -336,6 +344,8 @@ class Recorder(TorchFunctionMode):
             self.current_node.meta.setdefault(ASSUMPTIONS_KEY, []).append(what)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _LAYOUT_READS:  # (no aten op, no value read, nothing to record)
+            return func(*args, **(kwargs or {}))
         kwargs = kwargs or {}
         if self.recording is None or self.busy or any(self.whole):
             result, what = self._run(func, args, kwargs)
