@@ -44,6 +44,9 @@ QUICK_MODELS = ["mobilenet_v2"]
 QUICK_TOOLS = ["fxcost-meta", "fcm-meta", "ptflops", "trace"]
 QUICK_CHAIN = [10, 1000]
 CHAIN = [10, 100, 1000, 10_000]
+#: (model, small size, large size): batch for vision models, tokens for decoders.
+SIZES = [("resnet50", 1, 32), ("gpt2", 128, 1024)]
+SECTIONS = ["tools", "chain", "split", "sizes"]
 STAGES = ["prepare", "trace", "propagate", "cost", "liveness", "report"]
 TOKENS = 128
 
@@ -51,9 +54,12 @@ TOKENS = 128
 # --- what runs inside one measuring process --------------------------------------------------------
 
 def build(name: str, meta: bool):
-    """``(model, example for fxcost, call(model) running one forward)`` for ``name``."""
+    """``(model, example for fxcost, call(model) running one forward)`` for ``name``
+    (``name@N``: batch N for a vision model, N tokens for a decoder)."""
     import torch
 
+    name, _, size = name.partition("@")
+    size = int(size) if size else None
     device = torch.device("meta" if meta else "cpu")
     if name.startswith("chain"):
         from torch import nn
@@ -74,13 +80,13 @@ def build(name: str, meta: bool):
             cls = transformers.LlamaForCausalLM
         with device:
             model = cls(config).eval()
-        ids = torch.zeros(1, TOKENS, dtype=torch.long, device=device)
+        ids = torch.zeros(1, size or TOKENS, dtype=torch.long, device=device)
         return model, {"input_ids": ids}, lambda m: m(input_ids=ids)
     import torchvision
 
     with device:
         model = torchvision.models.get_model(name).eval()
-    x = torch.randn(1, 3, 224, 224, device=device)
+    x = torch.randn(size or 1, 3, 224, 224, device=device)
     return model, x, lambda m: m(x)
 
 
@@ -235,6 +241,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clock", choices=list(CLOCKS), default="cpu", help="CPU time of the process (default) or wall time")
     parser.add_argument("--chain", nargs="*", type=int, help="chain lengths (nodes) for the time-per-node check")
+    parser.add_argument("--sections", nargs="*", choices=SECTIONS, default=SECTIONS,
+                        help="what to measure: tools x models, the chain, the stage split, batch/sequence sizes")
     parser.add_argument("--child", nargs=2, metavar=("TOOL", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -245,6 +253,21 @@ def main() -> None:
     tools = args.tools or (QUICK_TOOLS if args.quick else list(TOOLS))
     chain = args.chain or (QUICK_CHAIN if args.quick else CHAIN)
 
+    if "tools" in args.sections:
+        tools_section(models, tools, args)
+    if "chain" in args.sections:
+        chain_section(chain, args)
+    if "split" in args.sections:
+        split_section(models, args)
+    if "sizes" in args.sections and not args.quick:
+        sizes_section(args)
+
+
+def shown(value: float, digits: int = 0) -> str:
+    return "n/a" if value != value else f"{value:.{digits}f}"
+
+
+def tools_section(models: list[str], tools: list[str], args) -> None:
     times: dict[tuple[str, str], float] = {}
     for model in models:
         for tool in tools:
@@ -254,7 +277,6 @@ def main() -> None:
             times[model, tool] = result.get("ms", float("nan"))
         print(f"measured {model}", flush=True)
 
-    shown = lambda value, digits=0: "n/a" if value != value else f"{value:.{digits}f}"  # noqa: E731
     print(f"\nmedian {'CPU' if args.clock == 'cpu' else 'wall'} time (ms), batch 1, one thread")
     print(table([[m, *(shown(times[m, t]) for t in tools)] for m in models], ["model", *(TOOLS[t] for t in tools)]))
 
@@ -272,6 +294,8 @@ def main() -> None:
     print(table(ratio_rows, ["model", "best alternative", "fxcost (meta) / best", "fxcost (real) / best",
                              "fxcost (meta) / symbolic_trace"]))
 
+
+def chain_section(chain: list[int], args) -> None:
     chain_rows = []
     for length in chain:
         ours = run_child("fxcost-meta", f"chain{length}", args.repeats, args.clock)
@@ -283,6 +307,8 @@ def main() -> None:
     print("\ntime per node on a chain of Linear(16, 16) / ReLU layers (µs; goal: flat)")
     print(table(chain_rows, ["layers", "nodes", "fxcost µs/node", "symbolic_trace µs/node", "ratio"]))
 
+
+def split_section(models: list[str], args) -> None:
     split_rows = []
     for model in models:
         split = run_child("split", model, args.repeats, args.clock)
@@ -292,6 +318,17 @@ def main() -> None:
         split_rows.append([model, shown(split["total"]), *(f"{split[s] / split['total'] * 100:.0f}%" for s in STAGES)])
     print("\nwhere fxcost's time goes (model built on meta; share of the total)")
     print(table(split_rows, ["model", "total ms", *STAGES]))
+
+
+def sizes_section(args) -> None:
+    rows = []
+    for model, small, large in SIZES:
+        times = [run_child("fxcost-meta", f"{model}@{size}", args.repeats, args.clock).get("ms", float("nan"))
+                 for size in (small, large)]
+        rows.append([model, "batch" if model not in ("gpt2", "llama") else "tokens", small, shown(times[0]), large,
+                     shown(times[1]), shown(times[1] / times[0], 2)])
+    print("\nfxcost (meta) at two batch sizes / sequence lengths (ms; goal: no change)")
+    print(table(rows, ["model", "size", "small", "ms", "large", "ms", "ratio"]))
 
 
 if __name__ == "__main__":
