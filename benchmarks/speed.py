@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -220,7 +221,7 @@ def run_child(tool: str, model: str, repeats: int, clock_name: str) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(here), env.get("PYTHONPATH")) if p)
     done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", tool, model, "--repeats", str(repeats),
                            "--clock", clock_name],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:120]}
@@ -229,7 +230,10 @@ def run_child(tool: str, model: str, repeats: int, clock_name: str) -> dict:
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
@@ -264,7 +268,7 @@ def main() -> None:
 
 
 def shown(value: float, digits: int = 0) -> str:
-    return "n/a" if value != value else f"{value:.{digits}f}"
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def tools_section(models: list[str], tools: list[str], args) -> None:
@@ -283,7 +287,7 @@ def tools_section(models: list[str], tools: list[str], args) -> None:
     ratio_rows = []
     alternatives = [t for t in ALTERNATIVES if t in tools]
     for model in models:
-        measured = [(times[model, t], t) for t in alternatives if times[model, t] == times[model, t]]
+        measured = [(times[model, t], t) for t in alternatives if not math.isnan(times[model, t])]
         best, best_tool = min(measured) if measured else (float("nan"), "")
         row = [model, TOOLS.get(best_tool, "n/a")]
         for ours in ("fxcost-meta", "fxcost-real"):
