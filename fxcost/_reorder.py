@@ -37,6 +37,7 @@ from ._analyze import (AssumptionWarning, TraceFallbackWarning, UnsupportedOpWar
 from ._errors import InvalidModelError
 from ._options import AnalysisOptions, MemoryOptions
 from ._replay import KeptWhole, fake_run_of, replay
+from ._report import Report
 from ._schedule_model import ScheduleModel, kept_whole_inside
 from ._table import text_table
 from ._units import format_bytes
@@ -235,6 +236,9 @@ class Schedule:
     """Modules fx cannot trace that stay one call of the module, not reordered inside, with why."""
     graph_module: fx.GraphModule | None = field(default=None, repr=False, compare=False)
     """The reordered graph."""
+    report: Report | None = field(default=None, repr=False, compare=False)
+    """``fxcost.analyze`` of the reordered graph (its ``peak_activation_bytes`` is
+    ``peak_after_bytes``): budgets are checked on it (``fxcost.assert_within(schedule.report, ...)``)."""
 
     def peak_of(self, method: str) -> int:
         """Peak of the order built by ``method``."""
@@ -260,9 +264,9 @@ class Schedule:
                  f"peak activations: {format_bytes(self.peak_before_bytes)} -> "
                  f"{format_bytes(self.peak_after_bytes)} ({change:.2f}x lower, order: {self.method}; {bound})"]
         if self.replayed:
-            lines.append(f"as written:       {format_bytes(self.peak_as_written_bytes)} (the model run by Python: "
-                         f"tensors inside {len(self.replayed)} module(s) fx cannot trace live as long as their code "
-                         "keeps them; the graph replays their torch calls and frees each tensor after its last use)")
+            modules = f"{len(self.replayed)} module{'s' if len(self.replayed) > 1 else ''}"
+            lines.append(f"as written:       {format_bytes(self.peak_as_written_bytes)} (Python's lifetimes inside "
+                         f"{modules} fx cannot trace; the graph frees each tensor after its last use)")
             lines.append("specialised to the example input's shapes (checked when called): captured code computed "
                          "sizes from them")
         for kept in self.kept_whole:
@@ -330,18 +334,18 @@ def schedule_for_peak(model: nn.Module, example_input: Any, memory: MemoryOption
     orders["local search"], peaks["local search"] = searched, buffers.peak(searched)
     kept = min(orders, key=lambda name: (peaks[name], name != "baseline"))
     result = _rebuilt(gm, buffers, orders[kept]) if kept != "baseline" else gm
-    before = _peak(gm, example_input, memory)
-    after = _peak(result, example_input, memory) if kept != "baseline" else before
+    before = _analysed(gm, example_input, memory)
+    after = _analysed(result, example_input, memory) if kept != "baseline" else before
     candidates = tuple(ScheduleCandidate(name, peaks[name]) for name in orders)
-    return Schedule(before, after, kept, candidates, buffers.lower_bound(), memory, as_written.peak_bytes,
-                    replayed.replayed, replayed.kept_whole, result)
+    return Schedule(before.peak_activation_bytes, after.peak_activation_bytes, kept, candidates, buffers.lower_bound(),
+                    memory, as_written.peak_bytes, replayed.replayed, replayed.kept_whole, result, after)
 
 
-def _peak(gm: fx.GraphModule, example_input: Any, memory: MemoryOptions) -> int:
-    with warnings.catch_warnings():  # only the peak is read here; what the warnings say, the schedule says
+def _analysed(gm: fx.GraphModule, example_input: Any, memory: MemoryOptions) -> Report:
+    with warnings.catch_warnings():  # what the warnings say, the schedule says (or analysing the model does)
         for category in (UnsupportedOpWarning, TraceFallbackWarning, AssumptionWarning):
             warnings.simplefilter("ignore", category)
-        return analyze(gm, example_input, memory=memory).peak_activation_bytes
+        return analyze(gm, example_input, memory=memory)
 
 
 def reorder_for_peak(model: nn.Module, example_input: Any, memory: MemoryOptions | None = None) -> fx.GraphModule:
