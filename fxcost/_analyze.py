@@ -173,36 +173,6 @@ def prepare(model: nn.Module, example_input: Any, options: AnalysisOptions) -> S
     return Subject(model, mirror, args, kwargs, fake_mode, excluded, checkpointed, target)
 
 
-@dataclass
-class AnalysisGraph:
-    """The graph every analysis of a model works on (costs, liveness, the peak-minimising
-    schedule), with what built it."""
-
-    subject: Subject
-    """The model, its mirror and the fake arguments."""
-    traced: Traced
-    """The traced graph and the modules kept whole."""
-    graph: fx.GraphModule
-    """The propagated graph over the mirror: every node's values in ``node.meta``, the calls
-    of modules kept whole spliced in as nodes (analysis only: no generated code)."""
-
-
-def analysis_graph(model: nn.Module, example_input: Any, options: AnalysisOptions) -> AnalysisGraph:
-    """The stages up to the one graph: mirror, trace, propagate (and splice)."""
-    subject = prepare(model, example_input, options)
-    traced = trace_subject(subject, options)
-    return AnalysisGraph(subject, traced, propagate_subject(subject, traced, options))
-
-
-def liveness_of(built: AnalysisGraph, memory: MemoryOptions, weights: WeightIndex | None = None,
-                module_paths: list[str] | None = None) -> Liveness:
-    """Buffer lifetimes and live bytes along the analysis graph (``peak_bytes`` is the
-    report's ``peak_activation_bytes``)."""
-    if weights is None:
-        weights = WeightIndex(built.subject.mirror.module, built.subject.mirror.names)
-    return compute_liveness(built.graph, set(weights.by_storage), memory, module_paths)
-
-
 def _checkpoint(root: nn.Module, entries: tuple) -> tuple[str, ...]:
     """Run the mirror's modules named by path or class under activation checkpointing; their
     paths (outermost only)."""
@@ -273,6 +243,36 @@ def propagate_subject(subject: Subject, traced: Traced, options: AnalysisOptions
     if propagation.step is not None:
         graph.meta["fxcost_step"] = _step_result(propagation, graph, subject)
     return graph
+
+
+@dataclass
+class AnalysisGraph:
+    """The graph every analysis of a model works on (costs, liveness, the peak-minimising
+    schedule), with what built it."""
+
+    subject: Subject
+    """The model, its mirror and the fake arguments."""
+    traced: Traced
+    """The traced graph and the modules kept whole."""
+    graph: fx.GraphModule
+    """The propagated graph over the mirror: every node's values in ``node.meta``, the calls
+    of modules kept whole spliced in as nodes (analysis only: no generated code)."""
+
+
+def analysis_graph(model: nn.Module, example_input: Any, options: AnalysisOptions) -> AnalysisGraph:
+    """The stages up to the one graph: mirror, trace, propagate (and splice)."""
+    subject = prepare(model, example_input, options)
+    traced = trace_subject(subject, options)
+    return AnalysisGraph(subject, traced, propagate_subject(subject, traced, options))
+
+
+def liveness_of(built: AnalysisGraph, memory: MemoryOptions, weights: WeightIndex | None = None,
+                module_paths: list[str] | None = None) -> Liveness:
+    """Buffer lifetimes and live bytes along the analysis graph (``peak_bytes`` is the
+    report's ``peak_activation_bytes``)."""
+    if weights is None:
+        weights = WeightIndex(built.subject.mirror.module, built.subject.mirror.names)
+    return compute_liveness(built.graph, set(weights.by_storage), memory, module_paths)
 
 
 def _step_result(propagation, graph: fx.GraphModule, subject: Subject):

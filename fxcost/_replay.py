@@ -56,7 +56,7 @@ from ._trace import traced_through
 
 #: Argument values generated code can spell (``repr`` gives Python that rebuilds them).
 _SPELLABLE = (int, float, bool, str, complex, type(None), torch.dtype, torch.device, torch.memory_format,
-              torch.layout, slice, type(Ellipsis))
+              torch.layout, torch.Size, slice, type(Ellipsis))
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,6 @@ class Replay:
 
     twin: "Twin | None" = None
     """For a fake run: the graph with the modules kept whole replayed where they can be."""
-
-    @property
-    def specialised(self) -> bool:
-        """Whether the graph carries sizes of the example input (it replays captured code)."""
-        return bool(self.replayed)
 
 
 @dataclass(frozen=True)
