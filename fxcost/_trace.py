@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import os
@@ -81,7 +82,9 @@ def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concret
     ``runnable=False`` returns a :class:`GraphOnlyModule` (no code generation: faster).
     """
     if isinstance(root, fx.GraphModule) and not leaf_modules and not concrete_args:
-        return fx.GraphModule(root, root.graph)
+        # a copy of its graph (node metadata shared, not copied): the stages write on the nodes
+        # and splice captured calls in, and the user's graph must stay as it is
+        return (fx.GraphModule if runnable else GraphOnlyModule)(root, copy.deepcopy(root.graph))
     tracer = CostTracer(leaf_modules, leaf_paths, record_stack_traces)
     if tracer.is_leaf_module(root, ""):
         return _leaf_root_graph(root, runnable)

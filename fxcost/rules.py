@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from . import formulas as fm
 from ._records import Cost
 from ._registry import RULES, OpCall
+from ._runtime import expect_input, rebuild_output
 
 register = RULES.register
 
@@ -479,6 +480,7 @@ register(
     nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
     nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
     nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d, nn.Unfold, nn.Fold,
+    expect_input, rebuild_output,  # fxcost's own: an input checked, a return value rebuilt (no data moved)
 )(_data_movement)
 
 
