@@ -384,6 +384,17 @@ def load(results_path: pathlib.Path) -> dict[tuple[str, str], dict]:
     return results
 
 
+def _group(reason: str) -> str:
+    """A failure's reason without its particulars (numbers, shapes, quoted names), to group alike ones."""
+    import re
+
+    if reason.startswith("unsupported ops: "):
+        return reason
+    text = re.sub(r"shape propagation failed (in module '[^']*' )?at node '[^']*': ", "", reason)
+    text = re.sub(r"'[^']*'|\[[^\]]*\]|\d+", "_", text)
+    return text[:110].replace("|", "/")
+
+
 def rate(passed: int, total: int) -> str:
     return f"{passed} / {total} ({100 * passed / total:.1f}%)" if total else "0 / 0"
 
@@ -419,7 +430,16 @@ def markdown(results: list[dict], command: str) -> str:
     if seconds:
         lines += ["", f"Time per model: median {statistics.median(seconds):.1f} s, max {max(seconds):.0f} s, "
                       f"total {sum(seconds) / 3600:.1f} h of worker time."]
+    real = [r for r in results if r["status"] == "pass" and r["check"] == "params" and r["extra"].get("cpu_macs")]
+    if real:
+        agree = sum(1 for r in real if abs(r["macs"] - r["extra"]["cpu_macs"]) <= TOLERANCE * r["extra"]["cpu_macs"])
+        lines += ["", f"Of the {len(real)} models checked by parameters whose input was validated by a real run on the CPU "
+                      f"(same architecture and shapes, random weights and inputs), {agree} also have MACs within 1% of "
+                      "FlopCounterMode on that run (information only: a real run follows its own data-dependent paths)."]
     for source, rows in sorted(by_source.items()):
+        groups = collections.Counter(_group(r["reason"]) for r in rows if r["status"] == "fail")
+        lines += ["", f"## {source}: failures by reason", "", "| failures | reason |", "|---|---|"]
+        lines += [f"| {count} | {reason} |" for reason, count in groups.most_common()] or ["| 0 | |"]
         lines += ["", f"## {source}: failures", ""]
         failures = sorted((r for r in rows if r["status"] == "fail"), key=lambda r: (r["family"], r["name"]))
         lines += [f"- `{r['name']}` ({r['family']}): {r['reason']}" for r in failures] or ["none"]
