@@ -100,9 +100,16 @@ class Reference:
     seconds: float
 
 
+#: Errors of torch's meta kernels where the real kernel runs: the message names no meta device.
+_META_KERNEL_LIMITS = ("Expected mat_a to be BFloat16",)  # _grouped_mm on float32
+
+
 def is_meta_limit(error: BaseException) -> bool:
-    text = str(error).lower()
-    return "meta" in text or "data-dependent" in text or "_local_scalar_dense" in text
+    """Whether ``error`` says the code cannot run on meta tensors (rather than that the input is wrong)."""
+    text = str(error)
+    lower = text.lower()
+    return ("meta" in lower or "data-dependent" in lower or "_local_scalar_dense" in lower
+            or any(limit in text for limit in _META_KERNEL_LIMITS))
 
 
 def reference(model, inputs: dict) -> Reference:
@@ -405,6 +412,8 @@ def markdown(results: list[dict], command: str) -> str:
     import transformers
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    if not commit.strip() and (ROOT / ".commit").exists():  # a copy of the tree made to run the sweep from
+        commit = (ROOT / ".commit").read_text()
     lines = ["# Coverage: timm and transformers, measured", "",
              f"`{command}`, {datetime.date.today().isoformat()}, fxcost {commit.strip()}, torch {torch.__version__}, "
              f"timm {timm.__version__}, transformers {transformers.__version__}, Python {platform.python_version()}, "

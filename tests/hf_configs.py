@@ -123,6 +123,15 @@ def shrink(values: dict[str, Any], level: Level) -> dict[str, Any]:
         for key in ("head_dim", "d_kv"):
             if _is_int(values.get(key)):
                 values[key] = HEAD_DIM
+        if _is_int(values.get("qk_rope_head_dim")):  # multi-head latent attention (DeepSeek-V2/V3 style)
+            rope = values.get("rope_parameters") or {}
+            factor = values.get("partial_rotary_factor") or (rope.get("partial_rotary_factor") if isinstance(rope, dict)
+                                                             else None) or 1
+            rotary = int(HEAD_DIM * factor)
+            values.update(qk_rope_head_dim=rotary, qk_nope_head_dim=rotary, v_head_dim=HEAD_DIM)
+            for key, size in (("qk_head_dim", 2 * rotary), ("kv_lora_rank", 2 * HEAD_DIM), ("q_lora_rank", 2 * HEAD_DIM)):
+                if _is_int(values.get(key)):
+                    values[key] = size
         for key in _FFN_KEYS:
             if _is_int(values.get(key)) and values[key] > FFN:
                 values[key] = FFN
