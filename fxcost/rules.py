@@ -512,12 +512,13 @@ def unique(call: OpCall) -> Cost:
 # --- ops met in the coverage sweep (benchmarks/coverage.py) --------------------------------------
 
 #: ``Tensor`` properties that return a view (a transpose, the real or imaginary part): read
-#: through the property's getter, which is what a torch function mode sees.
+#: through the property's getter, which is what a torch function mode sees. ``conj`` is a view
+#: too (it sets the conjugate bit; the op reading it conjugates on the fly).
 _VIEW_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag")
 
 register(
     *(getattr(torch.Tensor, name).__get__ for name in _VIEW_PROPERTIES),
-    torch.broadcast_tensors, torch.scalar_tensor, torch.ops.aten.lift_fresh.default,
+    torch.broadcast_tensors, torch.scalar_tensor, torch.ops.aten.lift_fresh.default, torch.conj, "conj",
     *(getattr(nn.init, name) for name in ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
                                           "eye_", "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
                                           "kaiming_normal_")),

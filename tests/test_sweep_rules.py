@@ -43,6 +43,15 @@ def test_real_and_imag_are_views():
     assert flops_of(lambda z: z.real * 2 + z.imag, z) == (0, 5 + 5)
 
 
+def test_conj_is_a_view():
+    # Autoformer's autocorrelation: rfft of both series, a product with the conjugate, irfft
+    def correlation(x, y):
+        return torch.fft.irfft(torch.fft.rfft(x) * torch.conj(torch.fft.rfft(y)))
+
+    per_transform = 2.5 * 16 * 4  # 16 real points, 3 series of transforms (2 forward, 1 inverse) per row
+    assert flops_of(correlation, (2, 16), (2, 16)) == (0, 3 * 2 * per_transform + 2 * 9)  # + the complex product
+
+
 def test_diff_by_hand():
     # n=2 along a dim of 5: differences of lengths 4, then 3, for each of the 2 x 7 rows
     assert flops_of(lambda x: torch.diff(x, n=2, dim=1), (2, 5, 7)) == (0, 2 * 7 * (4 + 3))
