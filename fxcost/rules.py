@@ -519,6 +519,7 @@ _VIEW_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag")
 register(
     *(getattr(torch.Tensor, name).__get__ for name in _VIEW_PROPERTIES),
     torch.broadcast_tensors, torch.scalar_tensor, torch.ops.aten.lift_fresh.default, torch.conj, "conj",
+    torch.as_strided, "as_strided",
     *(getattr(nn.init, name) for name in ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
                                           "eye_", "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
                                           "kaiming_normal_")),

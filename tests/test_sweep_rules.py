@@ -142,6 +142,11 @@ def test_module_initialised_inside_forward_costs_its_math_only():
         assert flops_of(forward, (2, 4)) == (2 * 4 * 3, 2 * 2 * 4 * 3)
 
 
+def test_as_strided_is_a_view():
+    # Longformer's sliding chunks: overlapping windows of a (2, 8) tensor, then a sum over each
+    assert flops_of(lambda x: x.as_strided((2, 3, 4), (8, 2, 1)).sum(-1), (2, 8)) == (0, 2 * 3 * 4)
+
+
 def test_broadcast_and_scalar_tensors_move_data():
     def forward(x, y):
         a, b = torch.broadcast_tensors(x, y)
