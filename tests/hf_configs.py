@@ -4,9 +4,9 @@ example input chosen by the model's ``main_input_name`` and forward signature.
 Shared by the CI sample (``test_coverage.py``) and the full sweep (``benchmarks/coverage.py``).
 Nothing here is specific to one architecture: config attributes are shrunk by their common
 names (layers, hidden sizes, heads, intermediate sizes, experts, vocabulary), in levels from
-the smallest to the default config, and the first level at which a plain forward on the meta
-device runs is kept (a shrink can break a constraint between attributes that only the
-architecture knows, e.g. a rotary section that must add up to the head size).
+the smallest to the default config; callers keep the first level at which the model runs (a
+shrink can break a constraint between attributes that only the architecture knows, e.g. a
+rotary section that must add up to the head size).
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ class Level:
 LEVELS = (Level("small", True, True), Level("shallow", True, False), Level("default", False, False))
 
 
+def level(name: str) -> Level:
+    """The level called ``name``."""
+    return next(item for item in LEVELS if item.name == name)
+
+
 def _token_ids(values: dict[str, Any]) -> Iterator[int]:
     for key, value in values.items():
         if key.endswith(("token_id", "token_index", "token_ids")):
@@ -83,63 +88,73 @@ def shrink(values: dict[str, Any], level: Level) -> dict[str, Any]:
         if isinstance(value, dict) and "model_type" in value:
             shrink(value, level)
     if level.layers:
-        depth = next((values[k] for k in ("num_hidden_layers", "num_layers", "n_layer") if _is_int(values.get(k))), 0)
-        kept = _kept_layers(values, depth)
-        for key in _LAYER_KEYS:
-            if _is_int(values.get(key)) and values[key] > LAYERS:
-                values[key] = len(kept) if kept and values[key] == depth else LAYERS
-        if kept:
-            for key, value in values.items():
-                if isinstance(value, list) and len(value) == depth:
-                    values[key] = [value[i] for i in kept]
-        new_depth = len(kept) if kept else LAYERS
-        for key in _INDEX_KEYS:
-            if isinstance(values.get(key), list) and values[key] and all(_is_int(i) for i in values[key]):
-                values[key] = [i for i in values[key] if i < new_depth] or [new_depth - 1]
-        if _is_int(values.get("first_k_dense_replace")):
-            values["first_k_dense_replace"] = min(values["first_k_dense_replace"], 1)  # keep a sparse layer
-        for key in _EXPERT_KEYS:
-            if _is_int(values.get(key)) and values[key] > EXPERTS:
-                values[key] = EXPERTS
-        for key in _TOP_K_KEYS:
-            if _is_int(values.get(key)) and values[key] > TOP_K:
-                values[key] = TOP_K
-        for key in ("n_group", "topk_group"):
-            if _is_int(values.get(key)) and values[key] > 1:
-                values[key] = 1
-        if isinstance(values.get("depths"), list) and all(_is_int(d) for d in values["depths"]):
-            values["depths"] = [min(d, LAYERS) for d in values["depths"]]
+        _shrink_depth(values)
     if level.dims:
-        heads = next((values[k] for k in _HEAD_KEYS if _is_int(values.get(k))), None)
-        for key in _HIDDEN_KEYS:
-            if _is_int(values.get(key)) and values[key] > HIDDEN:
-                values[key] = HIDDEN
-        for key in _HEAD_KEYS:
-            if _is_int(values.get(key)) and values[key] > HEADS:
-                values[key] = HEADS
-        kv = values.get("num_key_value_heads")
-        if _is_int(kv) and heads:
-            values["num_key_value_heads"] = HEADS if kv >= heads else min(kv, HEADS // 2)
-        for key in ("head_dim", "d_kv"):
-            if _is_int(values.get(key)):
-                values[key] = HEAD_DIM
-        if _is_int(values.get("qk_rope_head_dim")):  # multi-head latent attention (DeepSeek-V2/V3 style)
-            rope = values.get("rope_parameters") or {}
-            factor = values.get("partial_rotary_factor") or (rope.get("partial_rotary_factor") if isinstance(rope, dict)
-                                                             else None) or 1
-            rotary = int(HEAD_DIM * factor)
-            values.update(qk_rope_head_dim=rotary, qk_nope_head_dim=rotary, v_head_dim=HEAD_DIM)
-            for key, size in (("qk_head_dim", 2 * rotary), ("kv_lora_rank", 2 * HEAD_DIM), ("q_lora_rank", 2 * HEAD_DIM)):
-                if _is_int(values.get(key)):
-                    values[key] = size
-        for key in _FFN_KEYS:
-            if _is_int(values.get(key)) and values[key] > FFN:
-                values[key] = FFN
-        if _is_int(values.get("vocab_size")) and values["vocab_size"] > VOCAB:
-            values["vocab_size"] = max([VOCAB, *(i + 1 for i in _token_ids(values))])
+        _shrink_widths(values)
     if "use_pretrained_backbone" in values:
         values["use_pretrained_backbone"] = False  # nothing is downloaded
     return values
+
+
+def _shrink_depth(values: dict[str, Any]) -> None:
+    """Fewer layers (per-layer lists cut to the layers kept), stages, experts and routed experts."""
+    depth = next((values[k] for k in ("num_hidden_layers", "num_layers", "n_layer") if _is_int(values.get(k))), 0)
+    kept = _kept_layers(values, depth)
+    for key in _LAYER_KEYS:
+        if _is_int(values.get(key)) and values[key] > LAYERS:
+            values[key] = len(kept) if kept and values[key] == depth else LAYERS
+    if kept:
+        for key, value in values.items():
+            if isinstance(value, list) and len(value) == depth:
+                values[key] = [value[i] for i in kept]
+    new_depth = len(kept) if kept else LAYERS
+    for key in _INDEX_KEYS:
+        if isinstance(values.get(key), list) and values[key] and all(_is_int(i) for i in values[key]):
+            values[key] = [i for i in values[key] if i < new_depth] or [new_depth - 1]
+    if _is_int(values.get("first_k_dense_replace")):
+        values["first_k_dense_replace"] = min(values["first_k_dense_replace"], 1)  # keep a sparse layer
+    for key in _EXPERT_KEYS:
+        if _is_int(values.get(key)) and values[key] > EXPERTS:
+            values[key] = EXPERTS
+    for key in _TOP_K_KEYS:
+        if _is_int(values.get(key)) and values[key] > TOP_K:
+            values[key] = TOP_K
+    for key in ("n_group", "topk_group"):
+        if _is_int(values.get(key)) and values[key] > 1:
+            values[key] = 1
+    if isinstance(values.get("depths"), list) and all(_is_int(d) for d in values["depths"]):
+        values["depths"] = [min(d, LAYERS) for d in values["depths"]]
+
+
+def _shrink_widths(values: dict[str, Any]) -> None:
+    """Narrower hidden sizes, fewer heads, smaller head, intermediate and vocabulary sizes."""
+    heads = next((values[k] for k in _HEAD_KEYS if _is_int(values.get(k))), None)
+    for key in _HIDDEN_KEYS:
+        if _is_int(values.get(key)) and values[key] > HIDDEN:
+            values[key] = HIDDEN
+    for key in _HEAD_KEYS:
+        if _is_int(values.get(key)) and values[key] > HEADS:
+            values[key] = HEADS
+    kv = values.get("num_key_value_heads")
+    if _is_int(kv) and heads:
+        values["num_key_value_heads"] = HEADS if kv >= heads else min(kv, HEADS // 2)
+    for key in ("head_dim", "d_kv"):
+        if _is_int(values.get(key)):
+            values[key] = HEAD_DIM
+    if _is_int(values.get("qk_rope_head_dim")):  # multi-head latent attention (DeepSeek-V2/V3 style)
+        rope = values.get("rope_parameters") or {}
+        factor = values.get("partial_rotary_factor") or (rope.get("partial_rotary_factor") if isinstance(rope, dict)
+                                                         else None) or 1
+        rotary = int(HEAD_DIM * factor)
+        values.update(qk_rope_head_dim=rotary, qk_nope_head_dim=rotary, v_head_dim=HEAD_DIM)
+        for key, size in (("qk_head_dim", 2 * rotary), ("kv_lora_rank", 2 * HEAD_DIM), ("q_lora_rank", 2 * HEAD_DIM)):
+            if _is_int(values.get(key)):
+                values[key] = size
+    for key in _FFN_KEYS:
+        if _is_int(values.get(key)) and values[key] > FFN:
+            values[key] = FFN
+    if _is_int(values.get("vocab_size")) and values["vocab_size"] > VOCAB:
+        values["vocab_size"] = max([VOCAB, *(i + 1 for i in _token_ids(values))])
 
 
 def model_types() -> dict[str, str]:

@@ -371,7 +371,7 @@ def test_transformers_architecture(model_type, transformers):
     import hf_configs
 
     level, shapes = HF_SAMPLE[model_type]
-    model, _ = hf_configs.build(model_type, next(lv for lv in hf_configs.LEVELS if lv.name == level))
+    model, _ = hf_configs.build(model_type, hf_configs.level(level))
     inputs = meta_inputs(shapes)
     report = quiet_analyze(model, inputs)
     assert report.complete and not any(n.status is Status.PARTIAL for n in report.nodes)
