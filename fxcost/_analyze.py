@@ -350,7 +350,8 @@ def build_report(subject: Subject, traced: Traced, graph: fx.GraphModule, costed
 def warn_about(report: Report) -> None:
     """One warning for modules costed whole, one for nodes without a rule."""
     if report.fallbacks:
-        where = ", ".join(f"'{path}'" if path else "the whole model" for path in report.fallbacks)
+        named = [f"'{path}'" if path else "the whole model" for path in report.fallbacks]
+        where = ", ".join(named if len(named) <= 8 else [*named[:6], f"... ({len(named)} modules)", named[-1]])
         warnings.warn(
             f"torch.fx could not trace {where}: costed whole from the torch calls made on fake tensors "
             "(see report.fallbacks; pass fallback=False to get the tracing error)",
