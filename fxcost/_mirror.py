@@ -97,7 +97,7 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
             clone = mirror(replacement.module, prefix)
             modules[id(module)] = clone
             return clone
-        clone = _shallow_copy(module, containers)
+        clone = shallow_copy(module, containers)
         modules[id(module)] = clone
         state = clone.__dict__
         state["_parameters"] = {
@@ -122,12 +122,13 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
     return Mirror(root, names, stand_ins)
 
 
-def _shallow_copy(module: nn.Module, containers: dict[int, object]) -> nn.Module:
+def shallow_copy(module: nn.Module, containers: dict[int, object] | None = None) -> nn.Module:
     """A new module object of the same class sharing ``module``'s attributes, except its
     hook tables, which are its own; plain dicts, lists and sets, which are copies (a forward
     may fill a cache: timm's LeViT stores tensors in ``attention_bias_cache``; ``containers``
     keeps one copy of a container two modules share); and methods bound to it per instance
     (``self.forward = self.forward_fast``), which are bound to the copy."""
+    containers = {} if containers is None else containers
     clone = object.__new__(type(module))
     state = clone.__dict__
     state.update(module.__dict__)
