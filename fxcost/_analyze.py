@@ -4,9 +4,7 @@ only composes them."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -111,24 +109,17 @@ def analyze(
     options = AnalysisOptions.checked(model, mode=mode, leaf_modules=leaf_modules, concrete_args=concrete_args,
                                       rules=rules, memory=memory, exclude=exclude, submodule=submodule,
                                       fallback=fallback, assume=assume, strict=strict, training=training)
-    with _collector_paused():
-        report = _stages(model, example_input, options)
-    warn_about(report)
-    return report
-
-
-# --- stages --------------------------------------------------------------------------------
-
-def _stages(model: nn.Module, example_input: Any, options: AnalysisOptions) -> Report:
-    """mirror -> trace -> propagate -> cost -> liveness -> report (what is not in the report
-    is dropped on return, before the garbage collector runs again)."""
     built = analysis_graph(model, example_input, options)
     subject, traced, graph = built.subject, built.traced, built.graph
     weights = WeightIndex(subject.mirror.module, subject.mirror.names)
     costed = cost_nodes(graph, options.rules, weights, subject.name)
     liveness = liveness_of(built, options.memory, weights, [n.module_path for n in costed.nodes])
-    return build_report(subject, traced, graph, costed, liveness, options)
+    report = build_report(subject, traced, graph, costed, liveness, options)
+    warn_about(report)
+    return report
 
+
+# --- stages --------------------------------------------------------------------------------
 
 @dataclass
 class Subject:
@@ -400,22 +391,6 @@ def warn_about(report: Report) -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _collector_paused():
-    """Python's cyclic garbage collector off while one analysis runs (restored after, as it
-    was). An analysis makes tens of thousands of objects that live until it ends (graph
-    nodes, fake tensors, records); collections during the run scan them again and again
-    without freeing anything (0-7% of the time measured on DenseNet-121 and MobileNetV2).
-    Reference counting still frees what is dropped; cycles are collected afterwards."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
 
 def _module_types(nodes: list[NodeCost], mirror: Mirror) -> dict[str, str]:
     """Class name of every module path owning a node, at every level (a converted quantized

@@ -443,20 +443,3 @@ def test_peak_node_after_a_module_kept_whole_is_the_graph_node():
     assert report.peak_node == "widen"  # the peak is while the wide output is written
     assert report.node("widen").live_bytes == report.peak_activation_bytes
 
-
-def test_the_garbage_collector_is_left_as_it_was():
-    """analyze() pauses Python's cyclic collector while it runs and restores it, errors included."""
-    import gc
-
-    assert gc.isenabled()
-    analyze_quiet(nn.Linear(4, 4), (1, 4))
-    assert gc.isenabled()
-    with pytest.raises(fxcost.FxcostError):
-        fxcost.analyze(nn.Conv2d(3, 8, 3), (1, 4, 16, 16))
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        analyze_quiet(nn.Linear(4, 4), (1, 4))
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
