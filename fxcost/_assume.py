@@ -19,6 +19,8 @@ what the code does                assumed
 ``bincount``                      ``max(minlength, input size)`` bins
 a copy into a slice (``x[a:b] =``)  skipped when bounds and value, both from assumed values,
 whose shapes disagree             disagree (it moves data, no arithmetic)
+a split whose sizes, from assumed   the dimension split evenly into as many parts (a mixture of
+values, do not add up             experts' token counts: its experts' total work is exact)
 torchvision ``nms``               every box is kept (the model's own limits, e.g. a detector's
                                   ``post_nms_top_n`` or ``detections_per_img``, then apply)
 ================================  ===============================================================
@@ -140,6 +142,27 @@ class Assumer:
         what = f"copy skipped: the slice and the value copied into it disagree under values assumed before ({reason})"
         self._note(Site(where[0], where[1], "skip", None), None, what)
         return what
+
+    def balanced_split(self, key: str, args: tuple, kwargs: dict, where: tuple[str, str]) -> tuple[list[int], str] | None:
+        """Sizes for a split whose sizes, from values assumed before, do not add up to the
+        dimension split (a mixture of experts splitting its tokens by the counts its router
+        chose): the dimension split evenly into as many parts. Work that is linear in each
+        part's size (each expert's matmuls) then adds up to exactly what any real routing
+        costs. None when the call is not such a split."""
+        sizes = args[1] if len(args) > 1 else next((kwargs[k] for k in ("split_size", "split_sizes", "split_size_or_sections") if k in kwargs), None)
+        dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+        if not isinstance(args[0], torch.Tensor) or not isinstance(sizes, (list, tuple)) or not sizes \
+                or not all(isinstance(size, int) for size in sizes) or not isinstance(dim, int):
+            return None
+        total = args[0].shape[dim]
+        if not isinstance(total, int) or sum(sizes) == total:
+            return None
+        parts = len(sizes)
+        balanced = [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+        what = (f"split sizes {list(sizes)} (from values assumed before) do not add up to {total}: "
+                f"split evenly into {parts} parts of {balanced[0]}{'' if total % parts == 0 else ' or fewer'}")
+        self._note(Site(where[0], where[1], "size", None), balanced, what)
+        return balanced, what
 
     # --- value-dependent sizes -----------------------------------------------------------
     def sized(self, func: Any, args: tuple, kwargs: dict, where: tuple[str, str]) -> tuple[Any, str] | None:

@@ -308,12 +308,19 @@ class Recorder(TorchFunctionMode):
         try:
             return func(*args, **kwargs), None
         except RuntimeError as error:
-            # A copy into a slice whose bounds came from assumed values may not fit what
-            # was computed from other assumed values: skip the copy (it moves data only).
-            if self.assumer is None or not self.assumer.made or call_key(func) != "__setitem__" or \
+            if self.assumer is None or not self.assumer.made or \
                     isinstance(error, (DataDependentOutputException, DynamicOutputShapeException)):
                 raise
-            return None, self.assumer.skipped(str(error).splitlines()[0], call_site())
+            key = call_key(func)
+            if key == "__setitem__":
+                # A copy into a slice whose bounds came from assumed values may not fit what
+                # was computed from other assumed values: skip the copy (it moves data only).
+                return None, self.assumer.skipped(str(error).splitlines()[0], call_site())
+            balanced = self.assumer.balanced_split(key, args, kwargs, call_site()) if key in ("split", "split_with_sizes") else None
+            if balanced is None:
+                raise
+            sizes, what = balanced
+            return func(args[0], sizes, *args[2:], **{k: v for k, v in kwargs.items() if k not in ("split_size", "split_sizes", "split_size_or_sections")}), what
 
     def read_value(self, tensor: torch.Tensor) -> Any:
         """A value read inside an op (not through ``item()``/``bool()``...): assumed by dtype."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import types
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -115,11 +116,31 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
         return clone
 
     root = mirror(model, "")
+    for clone in {id(c): c for c in modules.values()}.values():
+        _point_at_mirrors(clone, modules)
     for path in exclude:
         owner_path, _, name = path.rpartition(".")
         owner = root.get_submodule(owner_path) if owner_path else root
         owner.__dict__["_modules"] = {**owner._modules, name: nn.Identity()}
     return Mirror(root, names, stand_ins)
+
+
+def _point_at_mirrors(clone: nn.Module, modules: dict[int, nn.Module]) -> None:
+    """Modules a module also keeps outside its registered children (``self.blocks = [...]``
+    beside ``add_module``, as UperNet's pyramid pooling does) are the user's: make the clone
+    keep their mirrors instead, so its forward never runs the user's modules."""
+    def swap(value: Any) -> Any:
+        return modules.get(id(value), value) if isinstance(value, nn.Module) else value
+
+    for name, value in list(clone.__dict__.items()):
+        if name in ("_parameters", "_buffers", "_modules") or name in _HOOK_TABLES:
+            continue
+        if isinstance(value, nn.Module):
+            clone.__dict__[name] = swap(value)
+        elif type(value) in (list, tuple) and any(isinstance(v, nn.Module) for v in value):
+            clone.__dict__[name] = type(value)(swap(v) for v in value)
+        elif type(value) is dict and any(isinstance(v, nn.Module) for v in value.values()):
+            clone.__dict__[name] = {k: swap(v) for k, v in value.items()}
 
 
 def shallow_copy(module: nn.Module, containers: dict[int, object] | None = None) -> nn.Module:

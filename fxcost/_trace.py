@@ -125,16 +125,14 @@ def trace_with_fallback(
             reason = error.reason + (f" (at {error.source_line})" if error.source_line else "")
             if not path:
                 return _leaf_root_graph(root, runnable=False), {"": reason}
-            paths = [path]
             kind = (type(root.get_submodule(path)), reason)
             failed_at[kind] = failed_at.get(kind, 0) + 1
-            if failed_at[kind] >= 2:
-                paths += [p for p, m in root.named_modules() if type(m) is kind[0] and p not in fallbacks and p != path]
-            for path in paths:
-                if any(path.startswith(kept + ".") for kept in fallbacks):
+            others = [p for p, m in root.named_modules() if type(m) is kind[0] and p != path] if failed_at[kind] >= 2 else []
+            for keep in (path, *others):  # (the failing module always; others not inside a module kept whole)
+                if keep in fallbacks or (keep != path and any(keep.startswith(kept + ".") for kept in fallbacks)):
                     continue
-                fallbacks = {p: r for p, r in fallbacks.items() if not p.startswith(path + ".")}
-                fallbacks[path] = reason
+                fallbacks = {p: r for p, r in fallbacks.items() if not p.startswith(keep + ".")}
+                fallbacks[keep] = reason
 
 
 def user_frame(tb) -> str | None:

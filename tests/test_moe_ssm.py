@@ -429,3 +429,44 @@ def test_ssm_macs_equal_a_real_run(family):
     report = analyze_quiet(model, {"input_ids": ids})
     assert report.complete
     assert report.macs == real_macs(model, input_ids=ids)
+
+
+def test_split_by_router_counts_is_split_evenly():
+    """Experts fed the token counts their router chose (``.tolist()`` then ``split``, as
+    JetMoE does): the assumed counts do not add up, the split is made even, and the experts'
+    matmuls add up to what a real run costs, whatever the routing."""
+    import fxcost
+
+    class SplitExperts(nn.Module):
+        def __init__(self, experts=4, top_k=2, d=8, inner=16):
+            super().__init__()
+            self.router = nn.Linear(d, experts, bias=False)
+            self.weight = nn.Parameter(torch.randn(experts, inner, d))
+            self.experts, self.top_k = experts, top_k
+
+        def forward(self, x):  # x: (tokens, d)
+            _, chosen = self.router(x).topk(self.top_k, dim=1)
+            counts = torch.zeros(x.shape[0], self.experts).scatter(1, chosen, 1).long().sum(0).tolist()
+            order = chosen.flatten().sort(0)[1]
+            parts = x[order.div(self.top_k, rounding_mode="trunc")].split(counts, dim=0)
+            return torch.cat([F.linear(part, self.weight[i]) for i, part in enumerate(parts)])
+
+    model, x = SplitExperts(), torch.randn(10, 8)
+    with pytest.warns(fxcost.AssumptionWarning):
+        report = fxcost.analyze(model, x)
+    # router 10 x 8 x 4; the experts see 10 x 2 = 20 token slots of 8 -> 16
+    assert report.macs == 10 * 8 * 4 + 20 * 8 * 16 == real_macs(model, x=x)
+    assert any("split evenly into 4 parts of 5" in a.what for a in report.assumptions)
+
+
+def test_jetmoe_equals_a_real_run():
+    config = transformers.AutoConfig.for_model("jetmoe")
+    for name, value in SMALL.items():
+        if hasattr(config, name):
+            setattr(config, name, value)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    model.config._attn_implementation = "eager"  # FlopCounterMode does not count the CPU SDPA kernel
+    ids = torch.randint(0, 1000, (1, TOKENS))
+    report = analyze_quiet(model, {"input_ids": ids})
+    assert report.macs == real_macs(model, input_ids=ids)

@@ -192,3 +192,32 @@ def test_many_blocks_fx_cannot_trace(monkeypatch):
     assert report.macs == 100 * 4 * 8 * 8  # 4 rows x (8 x 8) per Linear
     assert report.flops == 100 * (2 * 4 * 64 + 4 * 8 + 4 * 8)  # matmul, bias, the doubling
     assert len(traces) == 3  # fails at block 0, fails at block 1, then every block kept whole
+
+
+def test_modules_kept_in_a_plain_list_are_mirrored():
+    """A module that also keeps its children in a plain list (``self.blocks = []`` beside
+    ``add_module``, as UperNet's pyramid pooling does) runs them from the list: fxcost must
+    run its mirrors there, never the user's modules."""
+
+    class Pyramid(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = []
+            for i in range(3):
+                block = nn.Conv2d(4, 4, 1)
+                self.blocks.append(block)
+                self.add_module(str(i), block)
+
+        def forward(self, x):
+            return sum(block(x) for block in self.blocks)
+
+    model, calls = Pyramid(), []
+    for block in model.blocks:
+        block.register_forward_pre_hook(lambda module, args: calls.append(module))
+    with torch.device("meta"):
+        on_meta = Pyramid()
+    for subject in (model, on_meta):
+        report = analyze_quiet(subject, (1, 4, 8, 8))
+        assert report.macs == 3 * 64 * 16  # three 1x1 convolutions, 4 -> 4 channels, 8 x 8 outputs
+        assert report.params == 3 * (16 + 4)
+    assert calls and not any(called is block for called in calls for block in model.blocks)  # (hooks are copied)
