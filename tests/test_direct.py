@@ -10,7 +10,6 @@ a timm sample and the Hugging Face sample are marked slow.
 from __future__ import annotations
 
 import contextlib
-import math
 import operator
 import warnings
 from dataclasses import dataclass
