@@ -4,6 +4,7 @@ milliseconds, so the mutation run (``python tools/mutation.py run``, see the REA
 them to pin every constant and operator of the formulas."""
 
 import math
+import string
 
 import pytest
 
@@ -33,6 +34,8 @@ def test_linear_and_matmul_macs():
         # a size-1 dim broadcasts against the other operand's size: b is 4, not 1
         ("bij,bjk->bik", [(4, 2, 3), (1, 3, 5)], 4 * 2 * 3 * 5),
         ("bij,bjk->bik", [(1, 2, 3), (4, 3, 5)], 4 * 2 * 3 * 5),
+        # a size-1 dim on both sides stays 1
+        ("bij,bjk->bik", [(1, 2, 3), (1, 3, 5)], 1 * 2 * 3 * 5),
         # spaces are allowed anywhere
         ("ij, jk -> ik", [(2, 3), (3, 4)], 2 * 3 * 4),
         # the explicit output keeps b after the first contraction, though the last operand has no b:
@@ -53,6 +56,15 @@ def test_einsum_macs_by_hand(equation, shapes, expected):
     assert fm.einsum_macs(equation, shapes) == expected
 
 
+def test_einsum_ellipsis_letter_is_one_the_equation_does_not_use():
+    # the equation uses every lowercase letter, A to W and X: the ellipsis (size 5) must be
+    # named Y, not X (size 3), or the two would merge into one index of size 5
+    others = string.ascii_lowercase + string.ascii_uppercase[:23]
+    equation = f"...X,X{others}->..."
+    shapes = [(5, 3), (3,) + (1,) * len(others)]
+    assert fm.einsum_macs(equation, shapes) == 5 * 3
+
+
 @pytest.mark.parametrize("equation, shape", [("ij->ji", (3, 4)), ("ii->i", (5, 5)), ("ij->", (3, 4))])
 def test_single_operand_einsum_does_no_macs(equation, shape):
     assert fm.einsum_macs(equation, [shape]) == 0
@@ -65,6 +77,22 @@ def test_attention_forward_by_hand():
     scores = 2 * 4 * 10 * 12  # batch * heads * L * S
     assert fm.attention_macs(q, k, v) == scores * 16 + scores * 8  # Q K^T, then P V
     assert fm.attention_extra_flops(q, k) == scores * (1 + 5)  # scale, then softmax
+
+
+def test_attention_of_three_dim_inputs_by_hand():
+    # (batch, length, embed) without heads: index 2 is the embedding, not the length
+    q, k, v = (3, 10, 16), (3, 12, 16), (3, 12, 8)
+    scores = 3 * 10 * 12
+    assert fm.attention_macs(q, k, v) == scores * (16 + 8)
+    assert fm.attention_extra_flops(q, k) == scores * (1 + 5)
+    assert fm.attention_backward_macs(q, k, v) == scores * (3 * 16 + 2 * 8)
+    assert fm.attention_backward_extra_flops(q, k) == scores * (1 + 5 + 3)
+    # five dims: (batch, groups, heads, length, embed)
+    q5, k5, v5 = (2, 2, 3, 4, 6), (2, 2, 3, 5, 6), (2, 2, 3, 5, 7)
+    scores5 = 2 * 2 * 3 * 4 * 5
+    assert fm.attention_macs(q5, k5, v5) == scores5 * (6 + 7)
+    assert fm.attention_backward_macs(q5, k5, v5) == scores5 * (3 * 6 + 2 * 7)
+    assert fm.attention_extra_flops(q5, k5) == scores5 * 6
 
 
 def test_attention_backward_by_hand():
@@ -147,6 +175,7 @@ def test_triangular_solve_macs_by_hand():
     n, rhs = 6, 4
     assert fm.triangular_solve_macs(n, (2, n, rhs)) == 2 * rhs * sum(range(n))
     assert fm.triangular_solve_macs(1, (1, 3)) == 0
+    assert type(fm.triangular_solve_macs(n, (2, n, rhs))) is int  # a count, never a float
 
 
 def test_sort_comparisons_by_hand():
@@ -156,6 +185,7 @@ def test_sort_comparisons_by_hand():
     assert fm.sort_comparisons((5, 2), 1) == 5 * 2 * 1
     assert fm.sort_comparisons((4, 1), 1) == 0  # rows of one element need no comparison
     assert fm.sort_comparisons((), 0) == 0  # a 0-d tensor
+    assert fm.sort_comparisons((3, 0), 1) == 0  # empty rows
 
 
 # --- selective scan (Mamba) -------------------------------------------------------------

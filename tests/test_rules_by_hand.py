@@ -400,3 +400,84 @@ def test_interpolation_modes_by_hand():
     assert one_d.flops == 2 * 3 * 15 * (2 * 2 - 1)
     volume = node(lambda m, x: F.interpolate(x, scale_factor=2, mode="trilinear"), torch.randn(1, 1, 2, 2, 2))
     assert volume.flops == 4 * 4 * 4 * (2 * 8 - 1)
+
+
+def macs_and_flops(fn, *inputs, **modules):
+    report = analyze_quiet(Calls(fn, **modules), tuple(inputs))
+    return {n.name: (n.macs, n.flops) for n in report.nodes if n.op in ("call_function", "call_method", "call_module")}
+
+
+def test_arguments_passed_by_keyword_and_by_position():
+    x, weight, bias = torch.randn(1, 3, 5, 5), torch.randn(6, 3, 3, 3), torch.ones(6)
+    conv = macs_and_flops(lambda m, x: (F.conv2d(input=x, weight=weight, bias=bias), F.conv2d(x, weight=weight),
+                                        F.conv2d(x, weight, bias=bias)), x)
+    macs = 6 * 3 * 3 * 3 * 3 * 3  # 3 x 3 outputs of 6 channels, 3 * 3 * 3 MACs each
+    assert conv["conv2d"] == conv["conv2d_2"] == (macs, 2 * macs + 6 * 3 * 3)
+    assert conv["conv2d_1"] == (macs, 2 * macs)
+    w, b = torch.randn(5, 7), torch.randn(5)
+    linear = macs_and_flops(lambda m, x: (F.linear(input=x, weight=w, bias=b), F.linear(x, weight=w),
+                                          F.linear(x, w, bias=b)), torch.randn(3, 7))
+    assert linear["linear"] == linear["linear_2"] == (3 * 7 * 5, 2 * 3 * 7 * 5 + 3 * 5)
+    assert linear["linear_1"] == (3 * 7 * 5, 2 * 3 * 7 * 5)
+
+
+def test_scaled_dot_product_attention_masks_and_ranks_by_hand():
+    q, k, v = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 7, 4), torch.randn(2, 3, 7, 6)
+    mask = torch.randn(5, 7)
+    found = macs_and_flops(lambda m, q, k, v, a: (
+        F.scaled_dot_product_attention(q, k, v, a), F.scaled_dot_product_attention(query=q, key=k, value=v, attn_mask=a),
+        F.scaled_dot_product_attention(q, k, v, None, 0.0), F.scaled_dot_product_attention(q, k, v)), q, k, v, mask)
+    scores = 2 * 3 * 5 * 7  # batch * heads * L * S
+    macs = scores * 4 + scores * 6  # Q K^T (E = 4), then P V (Ev = 6)
+    unmasked = 2 * macs + scores * (1 + 5)  # scale, softmax
+    assert found["scaled_dot_product_attention"] == found["scaled_dot_product_attention_1"] == (macs, unmasked + scores)
+    assert found["scaled_dot_product_attention_2"] == found["scaled_dot_product_attention_3"] == (macs, unmasked)
+    # (batch, length, embed): no heads
+    three = node(lambda m, q, k, v, a: F.scaled_dot_product_attention(q, k, v, attn_mask=a),
+                 torch.randn(2, 5, 4), torch.randn(2, 7, 4), torch.randn(2, 7, 6), mask)
+    scores = 2 * 5 * 7
+    assert (three.macs, three.flops) == (scores * 10, 2 * scores * 10 + scores * (1 + 5) + scores)
+
+
+def test_unbatched_multihead_attention_with_its_own_key_and_value_widths():
+    attention = nn.MultiheadAttention(8, 2, kdim=6, vdim=4)
+    report = analyze_quiet(Calls(lambda m, q, k, v: m.attn(q, k, v, need_weights=False)[0], attn=attention),
+                           (torch.randn(5, 8), torch.randn(7, 6), torch.randn(7, 4)))
+    found = report.node("attn")
+    length, source, embed, heads = 5, 7, 8, 2
+    projections = length * 8 * embed + source * 6 * embed + source * 4 * embed + length * embed * embed  # q, k, v, out
+    scores = heads * length * source
+    macs = projections + scores * (embed // heads) * 2  # Q K^T and P V per head
+    assert found.macs == macs == 1_760 and type(found.macs) is int
+    biases = (length + 2 * source) * embed + length * embed  # in_proj and out_proj biases
+    assert found.flops == 2 * macs + biases + scores * (1 + 5)
+
+
+@pytest.mark.parametrize(
+    "cell, shape, gates, per_unit, batch",
+    [
+        # LSTM: 4 gates; activations 4, c = f*c + i*g and h = o*tanh(c) 5, two bias adds per gate
+        (nn.LSTMCell(5, 4), (3, 5), 4, 4 + 5 + 2 * 4, 3),
+        (nn.GRUCell(5, 4, bias=False), (5,), 3, 3 + 5, 1),  # unbatched: one sample
+        (nn.GRUCell(5, 4), (2, 5), 3, 3 + 5 + 2 * 3, 2),
+        (nn.RNNCell(5, 4), (2, 5), 1, 1 + 2, 2),
+        (nn.RNNCell(5, 4, bias=False), (5,), 1, 1, 1),
+    ],
+)
+def test_recurrent_cells_by_hand(cell, shape, gates, per_unit, batch):
+    found = node(lambda m, x: m.cell(x), torch.randn(shape), cell=cell)
+    macs = batch * gates * 4 * (5 + 4)  # W_ih (gates*H x I) and W_hh (gates*H x H) per sample
+    assert (found.macs, found.flops) == (macs, 2 * macs + per_unit * 4 * batch)
+
+
+def test_ops_without_multiply_accumulates_count_none():
+    found = macs_and_flops(lambda m, x, i: (F.softmax(x, -1), m.emb(i), F.interpolate(x.unsqueeze(0), scale_factor=2,
+                                                                                        mode="linear"),
+                                            F.interpolate(x.unsqueeze(0), None, 2, "linear"),
+                                            F.interpolate(x.unsqueeze(0), size=2, mode="area")),
+                           torch.randn(3, 8), torch.tensor([1, 2]), emb=nn.Embedding(10, 4))
+    assert found["softmax"] == (0, 24 * 5)
+    assert found["emb"] == (0, 0)
+    # linear: 2 taps, one product each and a sum; mode passed by keyword or fourth
+    assert found["interpolate"] == found["interpolate_1"] == (0, 3 * 16 * 3)
+    assert found["interpolate_2"] == (0, 3 * 2 * 4)  # area 8 -> 2: windows of 4
