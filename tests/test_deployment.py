@@ -137,3 +137,5 @@ def test_a_branch_ending_in_an_activation_accumulates_into_the_skip():
     # BN folded into the conv, relu in place, and the conv accumulating into x's buffer: one tensor
     deployed = MemoryOptions(fold_batchnorm=True, inplace_activations=True, residual_accumulate=True)
     assert working_bytes(Residual().eval(), (1, 4, 8, 8), deployed) == [t, t, t, t]
+    # and the result returned is that same buffer, not a second one
+    assert analyze_quiet(Residual().eval(), (1, 4, 8, 8), memory=deployed).peak_activation_bytes == t
