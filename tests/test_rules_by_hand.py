@@ -35,10 +35,11 @@ class Calls(nn.Module):
 
 def flops(fn, *inputs, **modules):
     """FLOPs of every counted node of ``Calls(fn)`` by node name, with the unsupported-op
-    warning an error."""
+    warning an error; the ops measured with it do no multiply-accumulate (0 MACs)."""
     report = analyze_quiet(Calls(fn, **modules), tuple(inputs))
-    return {node.name: node.flops for node in report.nodes if node.op in ("call_function", "call_method",
-                                                                          "call_module")}
+    called = [node for node in report.nodes if node.op in ("call_function", "call_method", "call_module")]
+    assert [node.macs for node in called] == [0] * len(called)
+    return {node.name: node.flops for node in called}
 
 
 def node(fn, *inputs, **modules):
@@ -109,7 +110,8 @@ N = 72
     ],
 )
 def test_functional_normalisations_by_hand(fn, per_element):
-    assert node(fn, X).flops == N * per_element
+    found = node(fn, X)
+    assert (found.macs, found.flops) == (0, N * per_element)
 
 
 @pytest.mark.parametrize(
@@ -122,13 +124,15 @@ def test_functional_normalisations_by_hand(fn, per_element):
     ],
 )
 def test_normalisation_modules_by_hand(module, per_element):
-    assert node(lambda m, x: m.norm(x), X, norm=module).flops == N * per_element
+    found = node(lambda m, x: m.norm(x), X, norm=module)
+    assert (found.macs, found.flops) == (0, N * per_element)
 
 
 def test_weight_norm_by_hand():
     v, g = torch.randn(4, 3, 2), torch.randn(4, 1, 1)
     # square and accumulate (2) and scale (1) per element of v; a root and a divide per norm
-    assert node(lambda m, v, g: torch._weight_norm(v, g, 0), v, g).flops == 3 * 24 + 2 * 4
+    found = node(lambda m, v, g: torch._weight_norm(v, g, 0), v, g)
+    assert (found.macs, found.flops) == (0, 3 * 24 + 2 * 4)
 
 
 # --- sorting, statistics, elementwise -----------------------------------------------------------
@@ -149,7 +153,8 @@ def test_variance_fused_elementwise_and_polar_by_hand():
                                 torch.addcdiv(x, x, x)), x)
     assert found["var"] == found["std"] == 24 * 3  # sum, subtract mean, square-accumulate per input element
     assert found["addcmul"] == found["lerp"] == found["addcdiv"] == 24 * 2  # a product and a sum
-    assert node(lambda m, a, b: torch.polar(a, b), torch.rand(3, 4), torch.rand(3, 4)).flops == 12 * 4
+    polar = node(lambda m, a, b: torch.polar(a, b), torch.rand(3, 4), torch.rand(3, 4))
+    assert (polar.macs, polar.flops) == (0, 12 * 4)
 
 
 # --- scatter and index accumulation ------------------------------------------------------------
@@ -182,18 +187,18 @@ def test_index_put_by_hand():
     # a boolean mask counts every position it could select (an upper bound): 3 rows of 8
     mask = node(lambda m, x, k, v: x.index_put((k,), v, accumulate=True), x, torch.tensor([True, False, True]),
                 torch.ones(8))
-    assert mask.flops == 3 * 8
+    assert (mask.macs, mask.flops) == (0, 3 * 8)
     # two integer indices broadcast to (2, 2) positions, each selecting one element
     grid = node(lambda m, x, r, c, v: x.index_put((r, c), v, accumulate=True), x, torch.tensor([[0], [2]]),
                 torch.tensor([1, 5]), torch.ones(2, 2))
-    assert grid.flops == 2 * 2
+    assert (grid.macs, grid.flops) == (0, 2 * 2)
 
 
 # --- embeddings, sampling, detection ops -------------------------------------------------------
 
 def test_embedding_bags_read_only_the_selected_rows():
     bag = node(lambda m, i: m.bag(i), torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]]), bag=nn.EmbeddingBag(10, 6, mode="sum"))
-    assert bag.flops == 8 * 6  # 8 looked-up rows of 6 summed into their bags
+    assert (bag.macs, bag.flops) == (0, 8 * 6)  # 8 looked-up rows of 6 summed into their bags
     assert bag.weight_bytes == 8 * 6 * 4  # float32 rows read
     functional = node(lambda m, i, o, w: F.embedding_bag(i, w, o), torch.tensor([1, 2, 3, 4, 5]), torch.tensor([0, 2]),
                       torch.randn(10, 6))
@@ -216,7 +221,7 @@ def test_grid_sample_by_hand():
 def test_grid_sample_volumetric_bicubic_is_not_a_torch_mode_but_trilinear_is_counted():
     volume, grid = torch.randn(1, 2, 3, 3, 3), torch.rand(1, 2, 2, 2, 3) * 2 - 1
     found = node(lambda m, x, g: F.grid_sample(x, g, align_corners=True), volume, grid)
-    assert found.flops == (1 * 2 * 2 * 2 * 2) * (2 * 8 - 1)  # 8 taps in 3-d
+    assert (found.macs, found.flops) == (0, (1 * 2 * 2 * 2 * 2) * (2 * 8 - 1))  # 8 taps in 3-d
 
 
 @pytest.mark.parametrize("count", [5, 8, 1])
@@ -226,7 +231,8 @@ def test_nms_at_its_upper_bound_by_hand(count):
     comparisons = {5: 3, 8: 3, 1: 1}[count]  # ceil(log2 n), at least one
     # box areas (3 each), the sort, and the IoU of every pair (13: see fxcost.rules.IOU_FLOPS)
     expected = 3 * count + count * comparisons + 13 * count * (count - 1) // 2
-    assert node(lambda m, b, s: torchvision.ops.nms(b, s, 0.5), boxes, torch.rand(count)).flops == expected
+    found = node(lambda m, b, s: torchvision.ops.nms(b, s, 0.5), boxes, torch.rand(count))
+    assert (found.macs, found.flops) == (0, expected)
 
 
 @pytest.mark.parametrize("ratio, samples", [(2, 4), (-1, 4), (3, 9), (1, 1)])
@@ -236,14 +242,14 @@ def test_roi_align_by_hand(ratio, samples):
     bins = 3 * 3 * 2 * 2  # rois * channels * output size
     # every bin averages `samples` bilinear samples (4 taps: 7 FLOPs, plus the sum) and divides once;
     # an adaptive ratio (-1) is counted as 2
-    assert found.flops == bins * (samples * (7 + 1) + 1)
+    assert (found.macs, found.flops) == (0, bins * (samples * (7 + 1) + 1))
 
 
 @pytest.mark.parametrize("values, log2", [([3, 1, 2, 3, 1, 5, 6, 7, 8, 9], 4), ([2, 2, 2, 2], 2), ([7], 1)])
 def test_unique_sorts_then_compares_neighbours(values, log2):
     n = len(values)
     found = node(lambda m, x: torch.unique(x), torch.tensor(values))
-    assert found.flops == n * log2 + n  # ceil(log2 n) comparisons per element (at least one), then n
+    assert (found.macs, found.flops) == (0, n * log2 + n)  # ceil(log2 n) comparisons per element (at least one), then n
 
 
 def test_grouped_mm_by_hand():
@@ -340,8 +346,8 @@ def test_checkpointed_block_recomputes_its_forward_in_the_backward():
 
 def test_linear_and_bilinear_functions_by_hand():
     weight, bias = torch.randn(5, 7), torch.randn(5)
-    found = flops(lambda m, x: (F.linear(x, weight, bias), F.linear(x, weight), F.linear(x, torch.randn(7))),
-                  torch.randn(2, 3, 7))
+    found = {name: flops for name, (_, flops) in macs_and_flops(
+        lambda m, x: (F.linear(x, weight, bias), F.linear(x, weight), F.linear(x, torch.randn(7))), torch.randn(2, 3, 7)).items()}
     assert found["linear"] == 2 * (2 * 3 * 7 * 5) + 2 * 3 * 5
     assert found["linear_1"] == 2 * (2 * 3 * 7 * 5)
     assert found["linear_2"] == 2 * (2 * 3 * 7)  # a 1-d weight: one output feature, and a 1-d result
@@ -355,8 +361,9 @@ def test_linear_and_bilinear_functions_by_hand():
 
 def test_functional_convolution_bias_by_hand():
     weight = torch.randn(6, 3, 3, 3)
-    found = flops(lambda m, x: (F.conv2d(x, weight, torch.ones(6), padding=1), F.conv2d(x, weight),
-                                torch.conv2d(x, weight, None, 2)), torch.randn(1, 3, 5, 5))
+    found = {name: flops for name, (_, flops) in macs_and_flops(
+        lambda m, x: (F.conv2d(x, weight, torch.ones(6), padding=1), F.conv2d(x, weight), torch.conv2d(x, weight, None, 2)),
+        torch.randn(1, 3, 5, 5)).items()}
     macs = 6 * 5 * 5 * 3 * 3 * 3
     assert found["conv2d"] == 2 * macs + 6 * 5 * 5
     assert found["conv2d_1"] == 2 * (6 * 3 * 3 * 3 * 3 * 3)  # no padding: 3 x 3 outputs
@@ -448,7 +455,7 @@ def test_unbatched_multihead_attention_with_its_own_key_and_value_widths():
     projections = length * 8 * embed + source * 6 * embed + source * 4 * embed + length * embed * embed  # q, k, v, out
     scores = heads * length * source
     macs = projections + scores * (embed // heads) * 2  # Q K^T and P V per head
-    assert found.macs == macs == 1_760 and type(found.macs) is int
+    assert found.macs == macs == 1_760
     biases = (length + 2 * source) * embed + length * embed  # in_proj and out_proj biases
     assert found.flops == 2 * macs + biases + scores * (1 + 5)
 
@@ -481,3 +488,74 @@ def test_ops_without_multiply_accumulates_count_none():
     # linear: 2 taps, one product each and a sum; mode passed by keyword or fourth
     assert found["interpolate"] == found["interpolate_1"] == (0, 3 * 16 * 3)
     assert found["interpolate_2"] == (0, 3 * 2 * 4)  # area 8 -> 2: windows of 4
+
+
+# --- the same calls spelled with keywords, other positions and other names ----------------------
+# (functions of torch.nn.functional written in Python hand every argument to torch by keyword,
+# so only the builtins below can be spelled several ways in a graph)
+
+def test_builtin_calls_spelled_with_keywords_by_hand():
+    x, w, b = torch.randn(1, 6, 5, 5), torch.ones(6, 2, 3, 3), torch.ones(4)
+    transposed = macs_and_flops(lambda m, x: F.conv_transpose2d(input=x, weight=w, bias=b, stride=2, groups=2), x)
+    macs = (6 * 5 * 5) * (4 // 2) * 3 * 3
+    assert transposed == {"conv_transpose2d": (macs, 2 * macs + 4 * 11 * 11)}
+    a, bb, offs = torch.randn(6, 8), torch.randn(2, 8, 5), torch.tensor([4, 6], dtype=torch.int32)
+    grouped_mm = getattr(F, "grouped_mm", None) or torch._grouped_mm
+    found = macs_and_flops(lambda m, a, b, o: (grouped_mm(a, b, offs=o, bias=torch.ones(2, 5)),
+                                               torch._grouped_mm(a, b, o, torch.ones(2, 5))), a, bb, offs)
+    # 6 tokens through one 8 x 5 expert weight each, and a bias add per output element
+    assert list(found.values()) == [(6 * 8 * 5, 2 * 6 * 8 * 5 + 6 * 5)] * 2
+    v, g = torch.randn(4, 3, 2), torch.randn(4, 1, 1)
+    assert macs_and_flops(lambda m, v, g: torch._weight_norm(v=v, g=g, dim=0), v, g) == {"_weight_norm": (0, 3 * 24 + 2 * 4)}
+    boxes = torch.rand(5, 2) * 50
+    nms = macs_and_flops(lambda m, b, s: torch.ops.torchvision.nms(dets=b, scores=s, iou_threshold=0.5),
+                         torch.cat([boxes, boxes + 10], 1), torch.rand(5))
+    assert list(nms.values()) == [(0, 3 * 5 + 5 * 3 + 13 * 5 * 4 // 2)]
+    # sampling_ratio 0 is adaptive too: counted as 2, so 4 samples a bin
+    roi = macs_and_flops(lambda m, f, r: torch.ops.torchvision.roi_align(
+        input=f, rois=r, spatial_scale=1.0, pooled_height=2, pooled_width=2, sampling_ratio=0, aligned=False),
+        torch.randn(2, 3, 8, 8), torch.tensor([[0, 0, 0, 3, 3.0]]))
+    assert list(roi.values()) == [(0, 1 * 3 * 2 * 2 * (4 * (7 + 1) + 1))]
+
+
+def test_indexing_ops_spelled_with_keywords_by_hand():
+    x, index, wide = torch.randn(3, 8), torch.tensor([[0, 1], [2, 3], [4, 5]]), torch.ones(3, 4)
+    # src may be larger than index: only index's 6 elements are scattered
+    found = flops(lambda m, x, i, s: (x.scatter(dim=1, index=i, src=s, reduce="add"), x.scatter(1, i, s, reduce="add"),
+                                      torch.scatter_add(x, dim=1, index=i, src=s), x.scatter_add(1, i, s),
+                                      x.scatter_reduce(1, i, s, reduce="mean"), x.scatter_reduce(1, i, s, "mean")),
+                  x, index, wide)
+    assert list(found.values()) == [6, 6, 6, 6, 6 + 24, 6 + 24]
+    found = flops(lambda m, x, i, s: (x.index_add(0, i, source=s), x.index_reduce(0, i, s, reduce="mean"),
+                                      torch.index_add(x, 0, i, s, alpha=3)), x, torch.tensor([0, 2]), torch.ones(2, 8))
+    assert list(found.values()) == [16, 16 + 24, 2 * 16]
+    found = flops(lambda m, x, i, v: (torch.index_put(input=x, indices=(i,), values=v, accumulate=True),
+                                      x.index_put((i,), v, True)), x, torch.tensor([0, 2, 2, 1]), torch.ones(4, 8))
+    assert list(found.values()) == [4 * 8, 4 * 8]
+    # a 1-d mask over the first dim of a 3-d tensor: each of its 3 positions selects a 4 x 5 slice
+    found = flops(lambda m, x, k, v: x.index_put((k,), v, accumulate=True), torch.randn(3, 4, 5),
+                  torch.tensor([True, False, True]), torch.ones(4, 5))
+    assert list(found.values()) == [3 * 4 * 5]
+
+
+def test_sorts_and_solves_spelled_other_ways_by_hand():
+    x = torch.randn(3, 4, 8)
+    found = flops(lambda m, x: (torch.sort(x, 0)[0], x.argsort(), x.msort(), torch.argsort(x, 1)), x)
+    # rows of 3 (dim 0): ceil(log2 3) = 2; the default, the last dim: rows of 8, 3; rows of 4: 2
+    assert list(found.values())[0] == 96 * 2
+    assert found["argsort"] == 96 * 3 and found["msort"] == 96 * 2 and found["argsort_1"] == 96 * 2
+    a = torch.randn(2, 3, 5, 5).triu() + 5 * torch.eye(5)
+    b = torch.randn(2, 3, 5, 4)
+    macs = 2 * 3 * 4 * (0 + 1 + 2 + 3 + 4)  # a 4-d batch of 5 x 5 systems with 4 right-hand sides
+    divisions = 2 * 3 * 5 * 4
+    found = macs_and_flops(lambda m, a, b: (torch.linalg.solve_triangular(input=a, B=b, upper=True),
+                                            torch.triangular_solve(b, A=a), b.triangular_solve(a),
+                                            torch.triangular_solve(b, a, True, False)), a, b)
+    solves = [cost for name, cost in found.items() if "solve" in name]
+    assert solves == [(macs, 2 * macs + divisions)] * 4
+
+
+@pytest.mark.parametrize("count, log2", [(5, 3), (9, 4), (2, 1)])
+def test_unique_of_counts_just_past_a_power_of_two(count, log2):
+    found = node(lambda m, x: torch.unique(x), torch.arange(count))
+    assert (found.macs, found.flops) == (0, count * log2 + count)
