@@ -109,12 +109,11 @@ def analyze(
     options = AnalysisOptions.checked(model, mode=mode, leaf_modules=leaf_modules, concrete_args=concrete_args,
                                       rules=rules, memory=memory, exclude=exclude, submodule=submodule,
                                       fallback=fallback, assume=assume, strict=strict, training=training)
-    subject = prepare(model, example_input, options)
-    traced = trace_subject(subject, options)
-    graph = propagate_subject(subject, traced, options)
+    built = analysis_graph(model, example_input, options)
+    subject, traced, graph = built.subject, built.traced, built.graph
     weights = WeightIndex(subject.mirror.module, subject.mirror.names)
     costed = cost_nodes(graph, options.rules, weights, subject.name)
-    liveness = compute_liveness(graph, set(weights.by_storage), options.memory, [n.module_path for n in costed.nodes])
+    liveness = liveness_of(built, options.memory, weights, [n.module_path for n in costed.nodes])
     report = build_report(subject, traced, graph, costed, liveness, options)
     warn_about(report)
     return report
@@ -246,6 +245,36 @@ def propagate_subject(subject: Subject, traced: Traced, options: AnalysisOptions
     return graph
 
 
+@dataclass
+class AnalysisGraph:
+    """The graph every analysis of a model works on (costs, liveness, the peak-minimising
+    schedule), with what built it."""
+
+    subject: Subject
+    """The model, its mirror and the fake arguments."""
+    traced: Traced
+    """The traced graph and the modules kept whole."""
+    graph: fx.GraphModule
+    """The propagated graph over the mirror: every node's values in ``node.meta``, the calls
+    of modules kept whole spliced in as nodes (analysis only: no generated code)."""
+
+
+def analysis_graph(model: nn.Module, example_input: Any, options: AnalysisOptions) -> AnalysisGraph:
+    """The stages up to the one graph: mirror, trace, propagate (and splice)."""
+    subject = prepare(model, example_input, options)
+    traced = trace_subject(subject, options)
+    return AnalysisGraph(subject, traced, propagate_subject(subject, traced, options))
+
+
+def liveness_of(built: AnalysisGraph, memory: MemoryOptions, weights: WeightIndex | None = None,
+                module_paths: list[str] | None = None) -> Liveness:
+    """Buffer lifetimes and live bytes along the analysis graph (``peak_bytes`` is the
+    report's ``peak_activation_bytes``)."""
+    if weights is None:
+        weights = WeightIndex(built.subject.mirror.module, built.subject.mirror.names)
+    return compute_liveness(built.graph, set(weights.by_storage), memory, module_paths)
+
+
 def _step_result(propagation, graph: fx.GraphModule, subject: Subject):
     """The training step's record and the backward costs per node name."""
     names: dict[tuple, str] = {}
@@ -321,7 +350,8 @@ def build_report(subject: Subject, traced: Traced, graph: fx.GraphModule, costed
 def warn_about(report: Report) -> None:
     """One warning for modules costed whole, one for nodes without a rule."""
     if report.fallbacks:
-        where = ", ".join(f"'{path}'" if path else "the whole model" for path in report.fallbacks)
+        named = [f"'{path}'" if path else "the whole model" for path in report.fallbacks]
+        where = ", ".join(named if len(named) <= 8 else [*named[:6], f"... ({len(named)} modules)", named[-1]])
         warnings.warn(
             f"torch.fx could not trace {where}: costed whole from the torch calls made on fake tensors "
             "(see report.fallbacks; pass fallback=False to get the tracing error)",

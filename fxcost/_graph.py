@@ -107,3 +107,9 @@ KEPT_WHOLE_KEY = "fxcost_kept_whole"
 def value_of(node: fx.Node) -> Any:
     """The node's output, tensors as TensorMeta (None before propagation or if unknown)."""
     return node.meta.get(VALUE_KEY)
+#: On every node spliced in for a module kept whole (the calls, the weights they read, the
+#: node ending it): the name of the module's node in the traced graph.
+REGION_KEY = "fxcost_region"
+#: On the node ending a module kept whole: ``(op, target)`` of the module's own call (its
+#: arguments are the node's third argument, ``(args, kwargs)``).
+REGION_CALL_KEY = "fxcost_region_call"

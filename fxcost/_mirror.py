@@ -92,7 +92,7 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
             clone = mirror(replacement.module, prefix)
             modules[id(module)] = clone
             return clone
-        clone = _shallow_copy(module)
+        clone = shallow_copy(module)
         modules[id(module)] = clone
         state = clone.__dict__
         state["_parameters"] = {
@@ -117,7 +117,7 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
     return Mirror(root, names, stand_ins)
 
 
-def _shallow_copy(module: nn.Module) -> nn.Module:
+def shallow_copy(module: nn.Module) -> nn.Module:
     """A new module object of the same class sharing ``module``'s attributes, except its
     hook tables, which are its own, and methods bound to it per instance (``self.forward =
     self.forward_fast``), which are bound to the copy."""

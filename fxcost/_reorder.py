@@ -32,13 +32,14 @@ from typing import Any, Callable
 import torch.fx as fx
 from torch import nn
 
-from ._analyze import UnsupportedOpWarning, analyze
+from ._analyze import (AssumptionWarning, TraceFallbackWarning, UnsupportedOpWarning, analysis_graph, analyze,
+                       liveness_of)
 from ._errors import InvalidModelError
-from ._graph_values import fake_run
-from ._options import MemoryOptions
-from ._schedule_model import ScheduleModel
+from ._options import AnalysisOptions, MemoryOptions
+from ._replay import KeptWhole, fake_run_of, replay
+from ._report import Report
+from ._schedule_model import ScheduleModel, kept_whole_inside
 from ._table import text_table
-from ._trace import trace
 from ._units import format_bytes
 
 
@@ -63,15 +64,14 @@ def _lpmf(model: ScheduleModel) -> list[int]:
             return sum(model.sizes[b] for b in (*own, *read))
 
         def cost(i: int) -> tuple[int, int, int]:
-            size = sum(model.sizes[b] for b in model.allocates[i])
-            return (size if size > gap else 0, size - frees(i), i)
+            size = sum(model.sizes[b] for b in model.allocates[i]) + model.extra[i]
+            return (size if size > gap else 0, size - model.extra[i] - frees(i), i)
 
         chosen = min(ready, key=cost)
         ready.remove(chosen)
         order.append(chosen)
-        size = sum(model.sizes[b] for b in model.allocates[chosen])
-        live += size
-        peak = max(peak, live)
+        live += sum(model.sizes[b] for b in model.allocates[chosen])
+        peak = max(peak, live + model.extra[chosen])
         live -= frees(chosen)
         for b in (*model.allocates[chosen], *model.reads[chosen]):
             remaining[b] -= 1
@@ -136,7 +136,7 @@ def _memory_aware_dfs(model: ScheduleModel) -> list[int]:
         for p in sorted(model.preds[i], key=lambda p: out[p] - peak[p]):
             top = max(top, running + peak[p])
             running += out[p]
-        peak[i] = max(top, running + out[i])
+        peak[i] = max(top, running + out[i] + model.extra[i])
     key = lambda i: (peak[i] - out[i], -i)  # noqa: E731 - visited largest first
     sinks = [i for i in model.steps if not model.succs[i]]
     roots = sorted(sinks, key=key, reverse=True)
@@ -225,8 +225,20 @@ class Schedule:
     """No order can go under this peak: the most any one node needs alive while it runs."""
     memory: MemoryOptions = MemoryOptions()
     """Memory layout of the peaks."""
+    peak_as_written_bytes: int = 0
+    """``peak_activation_bytes`` of the model itself (``fxcost.analyze(model, ...)``): inside the
+    modules fx cannot trace, tensors live as long as the Python code keeps them, where the
+    graph frees each after its last use. Equal to ``peak_before_bytes`` for traced models."""
+    replayed: tuple[str, ...] = ()
+    """Modules fx cannot trace whose captured torch calls are nodes of the graph (the graph is
+    then specialised to the example input's shapes, and checks them)."""
+    kept_whole: tuple[KeptWhole, ...] = ()
+    """Modules fx cannot trace that stay one call of the module, not reordered inside, with why."""
     graph_module: fx.GraphModule | None = field(default=None, repr=False, compare=False)
     """The reordered graph."""
+    report: Report | None = field(default=None, repr=False, compare=False)
+    """``fxcost.analyze`` of the reordered graph (its ``peak_activation_bytes`` is
+    ``peak_after_bytes``): budgets are checked on it (``fxcost.assert_within(schedule.report, ...)``)."""
 
     def peak_of(self, method: str) -> int:
         """Peak of the order built by ``method``."""
@@ -248,8 +260,19 @@ class Schedule:
         change = self.peak_before_bytes / self.peak_after_bytes if self.peak_after_bytes else 1.0
         bound = "the lower bound: no order does better" if self.peak_after_bytes == self.lower_bound_bytes else \
             f"lower bound {format_bytes(self.lower_bound_bytes)}"
-        return (f"{self.table()}\n\npeak activations: {format_bytes(self.peak_before_bytes)} -> "
-                f"{format_bytes(self.peak_after_bytes)} ({change:.2f}x lower, order: {self.method}; {bound})")
+        lines = [f"{self.table()}\n",
+                 f"peak activations: {format_bytes(self.peak_before_bytes)} -> "
+                 f"{format_bytes(self.peak_after_bytes)} ({change:.2f}x lower, order: {self.method}; {bound})"]
+        if self.replayed:
+            modules = f"{len(self.replayed)} module{'s' if len(self.replayed) > 1 else ''}"
+            lines.append(f"as written:       {format_bytes(self.peak_as_written_bytes)} (Python's lifetimes inside "
+                         f"{modules} fx cannot trace; the graph frees each tensor after its last use)")
+            lines.append("specialised to the example input's shapes (checked when called): captured code computed "
+                         "sizes from them")
+        for kept in self.kept_whole:
+            lines.append(f"kept whole: '{kept.path or type(self.graph_module).__name__}' is one call, not reordered "
+                         f"inside: {kept.reason}")
+        return "\n".join(lines)
 
 
 def _rebuilt(gm: fx.GraphModule, model: ScheduleModel, steps: list[int]) -> fx.GraphModule:
@@ -267,9 +290,8 @@ def schedule_for_peak(model: nn.Module, example_input: Any, memory: MemoryOption
     """Reorder ``model``'s graph for the lowest peak activation memory the algorithms find.
 
     Args:
-        model: a ``GraphModule``, or a module fxcost traces (standard ``torch.nn`` modules stay
-            whole, as in :func:`fxcost.analyze`). Not modified.
-        example_input: as for :func:`fxcost.analyze` (only sizes are used).
+        model: any module :func:`fxcost.analyze` analyses, or a ``GraphModule``. Not modified.
+        example_input: as for :func:`fxcost.analyze`.
         memory: the memory layout of the peak. The orders are built on the storage-level
             buffer model (``free_inputs`` and ``activation_dtype`` honoured); the deployment
             aliasing options are applied when the result is analysed.
@@ -280,15 +302,31 @@ def schedule_for_peak(model: nn.Module, example_input: Any, memory: MemoryOption
         of independent nodes changes), peaks before and after from ``fxcost.analyze``, and the
         peak of every order tried (print ``schedule.table()``).
 
-    The graph is analysed in eval mode, as :func:`fxcost.analyze` does by default: writes into
-    parameters or buffers (BatchNorm statistics in training) are not ordered, and random ops
-    keep their order only when fx marks them impure.
+    The schedule is built on fxcost's own graph of the model, the one :func:`fxcost.analyze`
+    costs: where ``torch.fx`` cannot trace a module (Hugging Face models), the torch calls it
+    makes are nodes, replayed for real in the returned module, which is then specialised to the
+    example input's shapes and checks them when called (see ``Schedule.replayed``). A module
+    whose calls cannot be replayed faithfully stays one call (``Schedule.kept_whole`` says
+    why). The graph is analysed in eval mode, as :func:`fxcost.analyze` does by default:
+    writes into parameters or buffers (BatchNorm statistics in training) are not ordered, and
+    random ops keep their order only when fx marks them impure.
     """
     if not isinstance(model, nn.Module):
         raise InvalidModelError(f"expected a torch.nn.Module or GraphModule, got {type(model).__name__}")
     memory = memory or MemoryOptions()
-    gm = trace(model)
-    buffers = ScheduleModel.build(gm, fake_run(gm, example_input), memory)
+    built = analysis_graph(model, example_input, AnalysisOptions.checked(model, memory=memory))
+    assumed = built.graph.meta.get("fxcost_assumptions", ())
+    if assumed:
+        warnings.warn(f"the model's code depends on tensor values at {len(assumed)} place(s); the peaks assume them "
+                      f"(e.g. {assumed[0].location}: {assumed[0].what}); see fxcost.analyze(...).assumptions",
+                      AssumptionWarning, stacklevel=2)
+    replayed = replay(built, model, example_input)
+    gm = replayed.graph_module
+    plain = MemoryOptions(free_inputs=memory.free_inputs, activation_dtype=memory.activation_dtype)
+    as_written = liveness_of(built, memory)
+    inside = kept_whole_inside(built.graph, liveness_of(built, plain), plain,
+                               {k.region: k.node for k in replayed.kept_whole}) if replayed.kept_whole else {}
+    buffers = ScheduleModel.build(gm, fake_run_of(replayed, example_input), memory, inside)
     orders = {name: build(buffers) for name, build in ALGORITHMS.items()}
     peaks = {name: buffers.peak(order) for name, order in orders.items()}
     start = min(orders, key=lambda name: (peaks[name], list(ALGORITHMS).index(name)))
@@ -296,16 +334,18 @@ def schedule_for_peak(model: nn.Module, example_input: Any, memory: MemoryOption
     orders["local search"], peaks["local search"] = searched, buffers.peak(searched)
     kept = min(orders, key=lambda name: (peaks[name], name != "baseline"))
     result = _rebuilt(gm, buffers, orders[kept]) if kept != "baseline" else gm
-    before = _peak(gm, example_input, memory)
-    after = _peak(result, example_input, memory) if kept != "baseline" else before
+    before = _analysed(gm, example_input, memory)
+    after = _analysed(result, example_input, memory) if kept != "baseline" else before
     candidates = tuple(ScheduleCandidate(name, peaks[name]) for name in orders)
-    return Schedule(before, after, kept, candidates, buffers.lower_bound(), memory, result)
+    return Schedule(before.peak_activation_bytes, after.peak_activation_bytes, kept, candidates, buffers.lower_bound(),
+                    memory, as_written.peak_bytes, replayed.replayed, replayed.kept_whole, result, after)
 
 
-def _peak(gm: fx.GraphModule, example_input: Any, memory: MemoryOptions) -> int:
-    with warnings.catch_warnings():  # only the peak is read here: ops without a cost rule do not matter
-        warnings.simplefilter("ignore", UnsupportedOpWarning)
-        return analyze(gm, example_input, memory=memory).peak_activation_bytes
+def _analysed(gm: fx.GraphModule, example_input: Any, memory: MemoryOptions) -> Report:
+    with warnings.catch_warnings():  # what the warnings say, the schedule says (or analysing the model does)
+        for category in (UnsupportedOpWarning, TraceFallbackWarning, AssumptionWarning):
+            warnings.simplefilter("ignore", category)
+        return analyze(gm, example_input, memory=memory)
 
 
 def reorder_for_peak(model: nn.Module, example_input: Any, memory: MemoryOptions | None = None) -> fx.GraphModule:

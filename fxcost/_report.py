@@ -36,6 +36,11 @@ TOTALS = (
     "bytes_read", "bytes_written", "bytes_moved", "intensity", "peak_activation_bytes", "peak_node",
     "peak_with_temporaries_bytes", "weight_memory_bytes", "peak_memory_bytes", "unused_param_count", "complete",
 )
+#: Added to ``totals`` when the report holds a training step.
+TRAINING_TOTALS = (
+    "backward_macs", "backward_flops", "step_flops", "train_peak_bytes", "train_peak_phase", "train_memory",
+    "gradient_bytes", "optimizer_state_bytes",
+)
 
 
 @dataclass(frozen=True)
@@ -210,13 +215,20 @@ class Report(MovesBytes):
         return _compare.compare(self, other, depth)
 
     # --- export -------------------------------------------------------------------------
+    def totals(self) -> dict[str, Any]:
+        """The model totals by attribute name: :data:`TOTALS`, and :data:`TRAINING_TOTALS`
+        when the report holds a training step."""
+        names = TOTALS + (TRAINING_TOTALS if self.training is not None else ())
+        return {name: getattr(self, name) for name in names}
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` restores an equal Report.
 
         ``format`` names the schema version, ``totals`` holds the model totals (the
-        attributes named in :data:`TOTALS`; derived, ignored by :meth:`from_dict`).
+        attributes named in :data:`TOTALS`, and :data:`TRAINING_TOTALS` with a training
+        step; derived, ignored by :meth:`from_dict`).
         """
-        data: dict[str, Any] = {"format": FORMAT, "totals": {name: getattr(self, name) for name in TOTALS}}
+        data: dict[str, Any] = {"format": FORMAT, "totals": self.totals()}
         data.update(dataclasses.asdict(self))
         for node in data["nodes"]:
             node["status"] = node["status"].value

@@ -11,6 +11,11 @@ Placeholders, then ``get_attr`` nodes, come first in every order, and the output
 the other nodes ("steps") may be permuted within their dependencies: data flow, plus, for every
 storage written in place, the original order between that write and every other access to the
 storage, plus the original order among impure nodes.
+
+A node that runs a module as one call whose inside fxcost analyses call by call (a module kept
+whole, :class:`Inside`) needs more than its inputs and outputs while it runs: the most its own
+buffers take at once beyond its outputs (``extra``), and the buffers it keeps alive to the end
+(on a module, in a cache) without returning them.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ import torch.fx as fx
 from torch.utils import _pytree as pytree
 
 from ._compat import storage_key
+from ._graph import REGION_KEY, RETAINED_KEY, value_of
 from ._graph_values import FakeRun
+from ._liveness import Liveness
 from ._options import MemoryOptions
+from ._records import iter_metas
 
 
 def _storages(value: Any, weights: set[int]) -> dict[int, tuple[int, torch.dtype]]:
@@ -36,6 +44,16 @@ def _storages(value: Any, weights: set[int]) -> dict[int, tuple[int, torch.dtype
             if key not in weights:
                 found.setdefault(key, (int(leaf.untyped_storage().nbytes()), leaf.dtype))
     return found
+
+
+@dataclass(frozen=True)
+class Inside:
+    """What a node running a module as one call allocates inside it."""
+
+    extra: int = 0
+    """Bytes alive at its busiest point beyond its outputs and what it keeps (freed before it returns)."""
+    kept: tuple[int, ...] = ()
+    """Sizes of the buffers it keeps alive to the end without returning them."""
 
 
 @dataclass
@@ -66,9 +84,15 @@ class ScheduleModel:
     """Per node: the buffers it allocates."""
     reads: list[list[int]]
     """Per node: the buffers it holds or reads, other than those it allocates."""
+    extra: list[int]
+    """Per node: bytes alive only while it runs (see :class:`Inside`)."""
 
     @classmethod
-    def build(cls, gm: fx.GraphModule, run: FakeRun, options: MemoryOptions = MemoryOptions()) -> "ScheduleModel":
+    def build(cls, gm: fx.GraphModule, run: FakeRun, options: MemoryOptions = MemoryOptions(),
+              inside: dict[str, Inside] | None = None) -> "ScheduleModel":
+        """The buffers of ``gm`` from a fake run of it; ``inside``: node name -> what it
+        allocates inside (nodes running a module kept whole)."""
+        inside = inside or {}
         nodes = list(gm.graph.nodes)
         number = {node: i for i, node in enumerate(nodes)}
         prefix = [i for i, n in enumerate(nodes) if n.op == "placeholder"] + \
@@ -103,6 +127,12 @@ class ScheduleModel:
                 held[i].append(b)
                 if node.op == "output" or (node.op == "placeholder" and not options.free_inputs):
                     pinned[b] = True
+            for size in inside.get(node.name, Inside()).kept:  # alive to the end, read by nobody
+                sizes.append(size)
+                holders.append([i])
+                pinned.append(True)
+                allocates[i].append(len(sizes) - 1)
+        extra = [inside.get(node.name, Inside()).extra for node in nodes]
         readers = [sorted({*hs, *(number[u] for h in hs for u in nodes[h].users)}) for hs in holders]
         reads: list[list[int]] = [[] for _ in nodes]
         for b, members in enumerate(readers):
@@ -132,7 +162,8 @@ class ScheduleModel:
         for i, ps in enumerate(preds):
             for p in ps:
                 succs[p].add(i)
-        return cls(nodes, prefix, steps, suffix, preds, succs, sizes, holders, readers, pinned, allocates, reads)
+        return cls(nodes, prefix, steps, suffix, preds, succs, sizes, holders, readers, pinned, allocates, reads,
+                   extra)
 
     def full_order(self, steps: list[int]) -> list[int]:
         """Node numbers in schedule order: prefix, the given steps, the output."""
@@ -152,9 +183,9 @@ class ScheduleModel:
             delta[start] += size
             delta[end + 1] -= size
         live, during = 0, []
-        for p in range(len(order)):
+        for p, i in enumerate(order):
             live += delta[p]
-            during.append(live)
+            during.append(live + self.extra[i])
         return during
 
     def peak(self, steps: list[int]) -> int:
@@ -165,7 +196,7 @@ class ScheduleModel:
         """A peak no order can go under: the most any one node needs alive while it runs (what
         it allocates and reads, with the inputs held to the end)."""
         held = {b for i in self.prefix for b in self.allocates[i] if self.pinned[b]}
-        return max((sum(self.sizes[b] for b in {*held, *self.allocates[i], *self.reads[i]})
+        return max((sum(self.sizes[b] for b in {*held, *self.allocates[i], *self.reads[i]}) + self.extra[i]
                     for i in (*self.prefix, *self.steps)), default=0)
 
     def is_valid(self, steps: list[int]) -> bool:
@@ -178,3 +209,30 @@ class ScheduleModel:
                 return False
             seen.add(i)
         return True
+
+
+def kept_whole_inside(graph: fx.GraphModule, liveness: Liveness, options: MemoryOptions,
+                      regions: dict[str, str]) -> dict[str, Inside]:
+    """What each module kept whole allocates inside, from the analysis graph where its calls
+    are nodes (``regions``: the module's node name there -> its node's name in the graph to
+    reorder) and that graph's ``liveness`` under ``options``."""
+    nodes = list(graph.graph.nodes)
+    found: dict[str, Inside] = {}
+    for region, name in regions.items():
+        members = [i for i, node in enumerate(nodes) if node.meta.get(REGION_KEY) == region]
+        if not members:
+            continue
+        seen = {m.storage for node in nodes[:members[0]] for m in iter_metas(value_of(node))}
+        made: dict[int, int] = {}
+        for i in members:
+            for meta in iter_metas(value_of(nodes[i])):
+                if meta.storage not in seen and nodes[i].op != "get_attr":
+                    made.setdefault(meta.storage, options.activation_size(meta.storage_nbytes, meta.dtype))
+        end = nodes[members[-1]]
+        returned = sum(made.get(s, 0) for s in {m.storage for m in iter_metas(value_of(end))})
+        kept = tuple(made[s] for s in end.meta.get(RETAINED_KEY, ()) if s in made)
+        names = {nodes[i].name for i in members}
+        own = [b for b in liveness.buffers if b.producer in names]
+        busiest = max(sum(b.nbytes for b in own if b.start <= i <= b.end) for i in members)
+        found[name] = Inside(max(0, busiest - returned - sum(kept)), kept)
+    return found

@@ -5,8 +5,10 @@ Each recorded call becomes a ``call_function`` / ``call_method`` / ``call_module
 arguments are the nodes that produced its tensors (``getitem`` nodes pick tensors out of
 tuples), the parameters it read (``get_attr``), or constants. The module's own node is
 replaced by a node that rebuilds its return value from the nodes that produced it and holds
-the module's inputs until then (the caller holds them for the whole call). Lifetimes inside
-follow the eager run the calls were recorded from.
+the module's inputs until then (the caller holds them for the whole call): its arguments
+are the module call's own, so the call can be made again (:mod:`fxcost._replay`). Every node
+spliced in for a module is marked with it (``REGION_KEY``). Lifetimes inside follow the eager
+run the calls were recorded from.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from ._graph import (
     KEPT_WHOLE_KEY,
     MODULE_KEY,
     PARTIAL_KEY,
+    REGION_CALL_KEY,
+    REGION_KEY,
     RELEASED_KEY,
     RETAINED_KEY,
     VALUE_KEY,
@@ -42,7 +46,7 @@ _CONSTANTS = "_fxcost_constants"
 
 def region_output(spec: Any, leaves: list, held: tuple) -> Any:
     """The value a module kept whole returned, rebuilt from the nodes that produced its
-    tensors; ``held`` are its inputs, alive until it returns."""
+    tensors; ``held`` are the module call's ``(args, kwargs)``, alive until it returns."""
     return pytree.tree_unflatten(leaves, spec)
 
 
@@ -103,9 +107,10 @@ class _Region:
         for call in self.recording.calls:
             self.calls.append(self._call_node(call))
         leaves, spec = pytree.tree_flatten(self.recording.output)
-        held = tuple(dict.fromkeys(self.node.all_input_nodes))
+        held = (self.node.args, self.node.kwargs)
         end = self.graph.create_node("call_function", region_output, (spec, [self._arg(leaf) for leaf in leaves], held),
                                      name=f"{self.node.name}_return")
+        end.meta[REGION_CALL_KEY] = (self.node.op, self.node.target)
         if self.node.op == "call_module":
             cls = type(called_module(self.node))
             kept = f"{cls.__module__}.{cls.__qualname__}"
@@ -113,6 +118,8 @@ class _Region:
             kept = function_name(self.node.target)
         end.meta.update({MODULE_KEY: self.module, VALUE_KEY: value_of(self.node), RETAINED_KEY: self.recording.retained,
                          KEPT_WHOLE_KEY: kept})
+        for node in (*self.calls, *self.picked.values(), *self.attributes.values(), end):
+            node.meta[REGION_KEY] = self.node.name
         for key in (PARTIAL_KEY, ASSUMPTIONS_KEY):  # what was said of the module's node as a whole
             if key in self.node.meta:
                 end.meta[key] = self.node.meta[key]

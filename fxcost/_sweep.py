@@ -41,28 +41,41 @@ def _sizes(points: list[SweepPoint]) -> list[tuple[str, str]]:
     return [("batch", "batch")] + ([("seq", "seq")] if any(p.seq is not None for p in points) else [])
 
 
+#: Further columns when the reports hold a training step.
+_TRAINING_COLUMNS = (("step FLOPs", "step_flops", False), ("train peak", "train_peak_bytes", True))
+
+
 def sweep_table(points: list[SweepPoint], tablefmt: str = "simple", raw: bool = False) -> str:
-    """A row per size: MACs, FLOPs, peak activation and peak memory."""
+    """A row per size: MACs, FLOPs, peak activation and peak memory (and with a training
+    step, the step's FLOPs and peak)."""
     from tabulate import tabulate
 
     sizes = _sizes(points)
+    columns = _COLUMNS + (_TRAINING_COLUMNS if points and points[0].report.training is not None else ())
     rows = []
     for point in points:
         row = [str(getattr(point, attr)) for _, attr in sizes]
-        for _, attr, is_bytes in _COLUMNS:
+        for _, attr, is_bytes in columns:
             value = getattr(point.report, attr)
             row.append(f"{value:,}" if raw else format_bytes(value) if is_bytes else format_count(value))
         rows.append(row)
-    headers = [h for h, _ in sizes] + [h for h, _, _ in _COLUMNS]
+    headers = [h for h, _ in sizes] + [h for h, _, _ in columns]
     return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True, colalign=["right"] * len(headers))
 
 
 def sweep_records(points: list[SweepPoint]) -> list[dict]:
-    """A dict per size: the sizes, the input, and the report's totals (exact numbers)."""
-    from ._report import TOTALS
-
-    return [{"batch": p.batch, "seq": p.seq, "inputs": p.inputs,
-             **{name: getattr(p.report, name) for name in TOTALS}} for p in points]
+    """A dict per size: the sizes, the input, and the report's totals (exact numbers; the
+    training memory by category as ``train_memory.CATEGORY``)."""
+    records = []
+    for p in points:
+        record = {"batch": p.batch, "seq": p.seq, "inputs": p.inputs}
+        for name, value in p.report.totals().items():
+            if isinstance(value, dict):
+                record.update({f"{name}.{key}": part for key, part in value.items()})
+            else:
+                record[name] = value
+        records.append(record)
+    return records
 
 
 def sweep_json(points: list[SweepPoint]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import os
@@ -81,7 +82,9 @@ def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concret
     ``runnable=False`` returns a :class:`GraphOnlyModule` (no code generation: faster).
     """
     if isinstance(root, fx.GraphModule) and not leaf_modules and not concrete_args:
-        return fx.GraphModule(root, root.graph)
+        # a copy of its graph (node metadata shared, not copied): the stages write on the nodes
+        # and splice captured calls in, and the user's graph must stay as it is
+        return (fx.GraphModule if runnable else GraphOnlyModule)(root, copy.deepcopy(root.graph))
     tracer = CostTracer(leaf_modules, leaf_paths, record_stack_traces)
     if tracer.is_leaf_module(root, ""):
         return _leaf_root_graph(root, runnable)
@@ -94,16 +97,24 @@ def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concret
 
 def trace_with_fallback(
     root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concrete_args: dict[str, Any] | None = None,
-    max_fallbacks: int = 64, leaf_paths: Iterable[str] = (),
+    leaf_paths: Iterable[str] = (),
 ) -> tuple[fx.GraphModule, dict[str, str]]:
     """Trace ``root``; where fx cannot trace a module, keep that module whole (a leaf, costed
     later from the torch calls it makes on fake tensors) and retry. Where keeping it whole
     does not help (the call itself cannot be traced, e.g. an argument fx cannot represent),
     the module making the call is kept whole instead. Returns the graph and
     ``{module path: why it was kept whole}`` (``""`` = the whole model). ``leaf_paths`` are
-    kept whole on request."""
+    kept whole on request.
+
+    Each retry keeps one more module whole (or an ancestor in place of its descendants), so the
+    loop ends. Once two modules of one class have failed at the same source line, every other
+    module of that class is kept whole too, for the same reason, before the next retry: a model
+    repeating a block fx cannot trace (80 attention modules in MViTv2-huge) costs three traces,
+    not one per block. (A module kept whole is costed from the calls it makes, exactly as if fx
+    had traced it; only its temporaries live as long as its Python code keeps them.)"""
     fallbacks: dict[str, str] = {}
     leaf_paths = tuple(leaf_paths)
+    failed_at: dict[tuple[type, str], int] = {}  # (module class, source line) -> failures
     while True:
         try:
             return trace(root, leaf_modules, concrete_args, (*leaf_paths, *fallbacks), runnable=False), fallbacks
@@ -111,13 +122,19 @@ def trace_with_fallback(
             path = error.module_path
             while path and path in fallbacks:
                 path = path.rpartition(".")[0]
-            if len(fallbacks) >= max_fallbacks:
-                raise
             reason = error.reason + (f" (at {error.source_line})" if error.source_line else "")
             if not path:
                 return _leaf_root_graph(root, runnable=False), {"": reason}
-            fallbacks = {p: r for p, r in fallbacks.items() if not p.startswith(path + ".")}
-            fallbacks[path] = reason
+            paths = [path]
+            kind = (type(root.get_submodule(path)), reason)
+            failed_at[kind] = failed_at.get(kind, 0) + 1
+            if failed_at[kind] >= 2:
+                paths += [p for p, m in root.named_modules() if type(m) is kind[0] and p not in fallbacks and p != path]
+            for path in paths:
+                if any(path.startswith(kept + ".") for kept in fallbacks):
+                    continue
+                fallbacks = {p: r for p, r in fallbacks.items() if not p.startswith(path + ".")}
+                fallbacks[path] = reason
 
 
 def user_frame(tb) -> str | None:

@@ -36,6 +36,9 @@ examples:
   fxcost torchvision:resnet50 --format json | jq .totals.macs
   fxcost torchvision:mobilenet_v2 --dtype int8 --deployment   MCU memory view (int8)
   fxcost torchvision:resnet50 --roofline h100-sxm --top 10
+  fxcost torchvision:mobilenet_v2 --dtype int8 --deployment --plan-patches 256kB   patch-based inference plan
+  fxcost torchvision:googlenet --reorder               peak before and after a peak-minimising order
+  fxcost torchvision:resnet18 --train adamw --amp bf16 one training step: backward, peak by category
   fxcost timm:convnext_tiny --depth 1                 timm model, input from its pretrained config
   fxcost hf:GPT2LMHeadModel --seq 128,512,1024        Hugging Face model from its default config
   fxcost hf:LlamaConfig --config num_hidden_layers=2,hidden_size=256 --seq 64
@@ -50,7 +53,8 @@ bare model, e.g. hf:GPT2Config), hf:MODEL_CLASS (e.g. hf:GPT2LMHeadModel), hf:DI
 (holding a config.json), package.module:callable or path/to/file.py:callable (a class or
 function returning an nn.Module; the current directory is searched first). Models are built
 on the meta device where their constructors allow it: nothing is downloaded or allocated.
-Exit status: 0 on success, 2 on any error (printed on stderr, first line "fxcost: error: ...").
+Exit status: 0 on success, 1 when --plan-patches finds nothing under its limit, 2 on any error
+(printed on stderr, first line "fxcost: error: ...").
 """
 
 _COLUMNS = "name, module, op, type, shape, dtype, params, macs, flops, read, written, moved, intensity, live, status"
@@ -96,6 +100,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="with --train: forward and loss under autocast in bf16 or fp16")
     train.add_argument("--checkpoint", action="append", metavar="PATH",
                        help="with --train: run this submodule under activation checkpointing (repeatable)")
+    group.add_argument("--stream-inputs", action="store_true",
+                       help="the inputs are not held in activation memory (read on demand from a camera or frame "
+                            "buffer outside it, as an MCU reads the image patch by patch)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress, notes or warnings on stderr (progress shows only on a terminal)")
 
@@ -125,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--roofline", metavar="HARDWARE",
                       help="per-node roofline lower bounds on a preset: h100-sxm, a100-sxm, laptop-cpu, cortex-m7")
     view.add_argument("--raw", action="store_true", help="exact integers instead of human units")
+    plan = parser.add_argument_group("memory planning (instead of the cost table)")
+    plan.add_argument("--plan-patches", metavar="LIMIT",
+                      help="search the split point and patch grid of patch-based inference with the lowest MAC "
+                           "overhead whose peak activation memory fits LIMIT (e.g. 256kB, 320KiB, 250000) and "
+                           "print the plan; exit status 1 when nothing fits")
+    plan.add_argument("--reorder", action="store_true",
+                      help="reorder the graph for the lowest peak activation memory and print the peak before and "
+                           "after, per order tried")
     return parser
 
 
@@ -231,8 +246,9 @@ def _settings(args: argparse.Namespace) -> Settings:
             float_dtype = dtype
         else:
             count_dtype = dtype
-    memory = (MemoryOptions.deployment(count_dtype) if args.deployment
-              else MemoryOptions(activation_dtype=count_dtype, weight_dtype=count_dtype))
+    memory = (MemoryOptions.deployment(count_dtype, stream_inputs=args.stream_inputs) if args.deployment
+              else MemoryOptions(activation_dtype=count_dtype, weight_dtype=count_dtype,
+                                 stream_inputs=args.stream_inputs))
     return Settings(float_dtype, memory, parse_options(args.config) if args.config else {},
                     parse_assumptions(args.assume) if args.assume else None)
 
@@ -278,7 +294,11 @@ def _load(spec: str, settings: Settings, console: Console) -> "LoadedModel":
     from ._models import load_model
 
     console.progress(f"building {spec}")
-    loaded = load_model(spec, settings.options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_model(spec, settings.options)
+    for warning in caught:
+        console.warn(f"{spec}: {warning.message}")
     for note in loaded.notes:
         console.note(note)
     if settings.float_dtype is not None:
@@ -430,18 +450,78 @@ def _sweep_view(points: list, args: argparse.Namespace) -> str:
     return sweep_table(points, "github" if args.format == "markdown" else "simple", args.raw)
 
 
+class NothingFits(Exception):
+    """A memory plan found nothing under the limit: ``text`` goes to stdout, ``message`` to
+    stderr, and the exit status is 1 (as for a budget that fails)."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
+
+
+_PLAN_REFUSED = ("depth", "by", "sort", "top", "columns", "roofline", "exclude", "submodule", "train", "assume")
+
+
+def _planning(args: argparse.Namespace) -> str | None:
+    """``--plan-patches`` or ``--reorder`` (None: neither); refuses options a plan would ignore."""
+    asked = [name for name, on in (("--plan-patches", args.plan_patches), ("--reorder", args.reorder)) if on]
+    if not asked:
+        return None
+    given = [f"--{name.replace('_', '-')}" for name in _PLAN_REFUSED if getattr(args, name)]
+    if args.mode not in (None, "eval"):
+        given.append("--mode")
+    if args.format != "table":
+        given.append("--format")
+    if len(asked) > 1 or given or args.batch and "," in args.batch or args.seq and "," in args.seq:
+        others = asked[1:] + given + [o for o, v in (("--batch", args.batch), ("--seq", args.seq)) if v and "," in v]
+        raise InvalidInputError(f"{asked[0]} prints a plan for one input size of the whole model in eval mode: "
+                                f"leave out {', '.join(others)}")
+    return asked[0]
+
+
+def _plan(loaded: "LoadedModel", specs: tuple["InputSpec", ...], args: argparse.Namespace, settings: Settings,
+          console: Console, planning: str) -> str:
+    """The patch plan or the peak-minimising schedule of the model, as text."""
+    from ._errors import PatchError
+    from ._input_specs import example_input
+    from .passes import plan_patches, schedule_for_peak
+
+    model, shapes = loaded.model, example_input(specs, settings.float_dtype)
+    what = "planning patches for" if planning == "--plan-patches" else "reordering"
+    console.progress(f"{what} {type(model).__name__} on {' '.join(map(str, specs))}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if planning == "--reorder":
+                text = str(schedule_for_peak(model, shapes, settings.memory))
+            else:
+                text = str(plan_patches(model, shapes, args.plan_patches, memory=settings.memory))
+        except PatchError as error:
+            head, _, table = str(error).partition("\n")
+            if not table:
+                raise
+            raise NothingFits(head, table) from None
+    for warning in caught:
+        console.warn(str(warning.message))
+    return text
+
+
 def run_analyze(args: argparse.Namespace, console: Console) -> str:
-    """``fxcost MODEL``: the chosen view of one analysis, or a table of totals per size."""
+    """``fxcost MODEL``: the chosen view of one analysis, a table of totals per size, or a
+    memory plan."""
     from ._input_specs import batch_and_seq
     from ._models import parse_spec
     from ._sweep import SweepPoint
 
     parse_spec(args.model)  # a malformed spec, input or option fails before torch is imported
+    planning = _planning(args)
     request = _size_request(args)
-    view = _check_sweep_options(args) if request.is_sweep else _view_name(args)
+    view = "plan" if planning else _check_sweep_options(args) if request.is_sweep else _view_name(args)
     settings = _settings(args)
     loaded = _load(args.model, settings, console)
     sizes = _input_sizes(args.model, loaded, request)
+    if planning:
+        return _plan(loaded, sizes[0], args, settings, console, planning)
     if not request.is_sweep:
         return VIEWS[view](_analyse(loaded, sizes[0], args, settings, console), args)
     points = []
@@ -527,6 +607,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in message[1:]:
             print(f"fxcost:   {line.strip()}", file=sys.stderr)
         return 2
+    except NothingFits as failure:
+        console.clear()
+        print(failure.text)
+        print(f"fxcost: {failure}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         console.clear()
         print("fxcost: interrupted", file=sys.stderr)

@@ -269,3 +269,34 @@ def attention_backward_extra_flops(query_shape: Shape, key_shape: Shape) -> int:
     and softmax (1 + 5, as the forward counts them) and the softmax gradient (3)."""
     scores = numel(query_shape[:-2]) * query_shape[-2] * key_shape[-2]
     return scores * (1 + SOFTMAX_FLOPS + 3)
+
+
+# --- ops met in the coverage sweep (benchmarks/coverage.py) ------------------------------------
+
+def fft_flops(points: int, transforms: int, real: bool) -> int:
+    """FLOPs of ``transforms`` discrete Fourier transforms of ``points`` points each, by FFTW's
+    convention: ``5 N log2 N`` for a complex transform, half that when the input or output is
+    real (``rfft``/``irfft``/``hfft``). Rounded to an integer."""
+    if points <= 1:
+        return 0
+    return round((2.5 if real else 5) * points * math.log2(points) * transforms)
+
+
+def singular_values_flops(rows: int, cols: int) -> int:
+    """FLOPs of the singular values of a ``rows x cols`` matrix (no vectors), by the
+    Golub-Reinsch bidiagonalisation count ``4mn^2 - 4n^3/3`` with ``m >= n`` (Golub and
+    Van Loan, *Matrix Computations*, 4th ed., section 8.6.3). Rounded to an integer."""
+    m, n = max(rows, cols), min(rows, cols)
+    return round(4 * m * n * n - 4 * n**3 / 3)
+
+
+def binary_search_comparisons(boundaries: int) -> int:
+    """Comparisons of one binary search among ``boundaries`` sorted values: ``ceil(log2(b + 1))``."""
+    return boundaries.bit_length()
+
+
+def mha_projection_macs(length: int, source: int, query_dim: int, key_dim: int, value_dim: int, embed: int) -> int:
+    """MACs of the projections of one sequence of multi-head attention: ``length`` queries and
+    ``source`` keys and values projected to ``embed`` (a dim of 0: that projection is not
+    computed), and the output projection of the ``length`` results."""
+    return length * query_dim * embed + source * (key_dim + value_dim) * embed + length * embed * embed

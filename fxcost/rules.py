@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from . import formulas as fm
 from ._records import Cost
 from ._registry import RULES, OpCall
+from ._runtime import expect_input, rebuild_output
 
 register = RULES.register
 
@@ -170,12 +171,10 @@ def multihead_attention(call: OpCall) -> Cost:
         batch, length, source = 1, query.shape[0], key.shape[0]
     embed, heads = module.embed_dim, module.num_heads
     head_dim = embed // heads
-    projections = length * query.shape[-1] * embed + source * key.shape[-1] * embed + source * value.shape[-1] * embed
-    projections += length * embed * embed  # out_proj
     q_shape = (batch, heads, length, head_dim)
     k_shape = (batch, heads, source, head_dim)
-    attention = fm.attention_macs(q_shape, k_shape, k_shape)
-    macs = batch * projections + attention
+    projections = fm.mha_projection_macs(length, source, query.shape[-1], key.shape[-1], value.shape[-1], embed)
+    macs = batch * projections + fm.attention_macs(q_shape, k_shape, k_shape)
     biases = 0
     if module.in_proj_bias is not None:
         biases += batch * (length + 2 * source) * embed
@@ -479,6 +478,7 @@ register(
     nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
     nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
     nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d, nn.Unfold, nn.Fold,
+    expect_input, rebuild_output,  # fxcost's own: an input checked, a return value rebuilt (no data moved)
 )(_data_movement)
 
 
@@ -715,3 +715,142 @@ def aten_adaptive_pool(call: OpCall) -> Cost:
 @register(aten.native_dropout)
 def aten_dropout(call: OpCall) -> Cost:
     return Cost(0, 2 * call.out.numel)
+
+
+# --- ops met in the coverage sweep (benchmarks/coverage.py) --------------------------------------
+
+#: ``Tensor`` properties that return a view (a transpose, the real or imaginary part): read
+#: through the property's getter, which is what a torch function mode sees. ``conj`` is a view
+#: too (it sets the conjugate bit; the op reading it conjugates on the fly).
+_VIEW_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag")
+
+register(
+    *(getattr(torch.Tensor, name).__get__ for name in _VIEW_PROPERTIES),
+    torch.broadcast_tensors, torch.scalar_tensor, torch.ops.aten.lift_fresh.default, torch.conj, "conj",
+    torch.as_strided, "as_strided",
+    *(getattr(nn.init, name) for name in ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
+                                          "eye_", "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
+                                          "kaiming_normal_")),
+)(_data_movement)
+
+
+@register(torch.diff, "diff")
+def diff(call: OpCall) -> Cost:
+    """``n``-th forward difference along ``dim`` (``prepend``/``append`` concatenated first):
+    one subtraction per element of each intermediate difference, ``L - 1``, ..., ``L - n``
+    along ``dim`` for ``L`` elements."""
+    order, dim = call.arg(1, "n", 1), call.arg(2, "dim", -1)
+    length = call.out.shape[dim]
+    rows = call.out.numel // length if length else 0
+    return Cost(0, rows * sum(length + order - k for k in range(1, order + 1)))
+
+
+@register(torch._is_all_true, "_is_all_true", torch._is_any_true, "_is_any_true")
+def all_true(call: OpCall) -> Cost:
+    """``torch._check`` and friends reduce a boolean tensor: 1 per input element, as reductions."""
+    return Cost(0, call.inputs[0].numel)
+
+
+@register(torch.outer, "outer", torch.ger, "ger")
+def outer(call: OpCall) -> Cost:
+    """Outer product: one multiply per output element. No MACs: nothing is accumulated."""
+    return Cost(0, call.out.numel)
+
+
+@register(F.mse_loss, F.l1_loss)
+def pointwise_loss(call: OpCall) -> Cost:
+    """Difference and square (or absolute value) per element, 2 FLOPs; with ``reduction`` sum or
+    mean, 1 more per element to accumulate, and one division for the mean."""
+    elements = call.inputs[0].numel
+    reduction = call.arg(4, "reduction", "mean")
+    if reduction == "none":
+        return Cost(0, 2 * elements)
+    return Cost(0, 3 * elements + (1 if reduction == "mean" else 0))
+
+
+@register(torch.isin, "isin")
+def isin(call: OpCall) -> Cost:
+    """Membership test: every element compared with every test element (the direct count;
+    torch sorts instead when the test set is large)."""
+    elements, test = call.arg(0, "elements"), call.arg(1, "test_elements")
+    return Cost(0, fm.numel(getattr(elements, "shape", ())) * fm.numel(getattr(test, "shape", ())))
+
+
+@register(torch.bucketize, "bucketize", torch.searchsorted)
+def binary_search(call: OpCall) -> Cost:
+    """A binary search per looked-up value among the sorted boundaries of its row."""
+    if call.target is torch.searchsorted:
+        boundaries, values = call.arg(0, "sorted_sequence"), call.arg(1, "input")
+    else:
+        values, boundaries = call.arg(0, "input"), call.arg(1, "boundaries")
+    count = fm.numel(getattr(values, "shape", ()))
+    return Cost(0, count * fm.binary_search_comparisons(boundaries.shape[-1]))
+
+
+@register(torch.linalg.norm, torch.linalg.matrix_norm)
+def linalg_norm(call: OpCall) -> Cost:
+    """Vector norms and the Frobenius, 1, infinity matrix norms: 1 per input element, as every
+    reduction (``torch.linalg.vector_norm``, ``Tensor.norm``). The spectral and nuclear matrix
+    norms (``ord`` 2, -2, ``"nuc"``) need the singular values of every matrix:
+    :func:`formulas.singular_values_flops` each."""
+    data = call.inputs[0]
+    matrix_norm = call.target is torch.linalg.matrix_norm
+    order, dims = call.arg(1, "ord", "fro" if matrix_norm else None), call.arg(2, "dim")
+    if dims is None and (matrix_norm or (order is not None and len(data.shape) == 2)):
+        dims = (-2, -1)
+    matrix = isinstance(dims, (tuple, list)) and len(dims) == 2
+    if matrix and order in (2, -2, "nuc"):
+        rows, cols = data.shape[dims[0]], data.shape[dims[1]]
+        return Cost(0, data.numel // (rows * cols) * fm.singular_values_flops(rows, cols))
+    return Cost(0, data.numel)
+
+
+_FFT_DIMS = {  # function: (transformed dims when not given, real input or output)
+    torch.fft.fft: (1, False), torch.fft.ifft: (1, False), torch.fft.fft2: (2, False), torch.fft.ifft2: (2, False),
+    torch.fft.fftn: (None, False), torch.fft.ifftn: (None, False), torch.fft.rfft: (1, True),
+    torch.fft.irfft: (1, True), torch.fft.rfft2: (2, True), torch.fft.irfft2: (2, True),
+    torch.fft.rfftn: (None, True), torch.fft.irfftn: (None, True), torch.fft.hfft: (1, True),
+    torch.fft.ihfft: (1, True),
+}
+
+
+@register(*_FFT_DIMS)
+def fft(call: OpCall) -> Cost:
+    """Discrete Fourier transforms over the transformed dims (``dim``, else the last one, two or
+    all): :func:`formulas.fft_flops` of the signal size (the larger of input and output along
+    each dim: the real side of a real transform), once per other element. No MACs."""
+    default, real = _FFT_DIMS[call.target]
+    data, out = call.inputs[0], call.out
+    dims = call.arg(2, "dim", None)
+    if dims is None:
+        dims = tuple(range(-(default or len(out.shape)), 0))
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    points = math.prod(max(out.shape[d], data.shape[d] if len(data.shape) == len(out.shape) else 0) for d in dims)
+    return Cost(0, fm.fft_flops(points, out.numel // math.prod(out.shape[d] for d in dims), real))
+
+
+@register(F.multi_head_attention_forward)
+def multi_head_attention_forward(call: OpCall) -> Cost:
+    """The functional form of ``nn.MultiheadAttention`` (sequence-first ``(L, N, E)`` or
+    unbatched): the same count as the module, with precomputed ``static_k``/``static_v`` not
+    projected, and ``bias_k``/``add_zero_attn`` each adding a key to attend to."""
+    query, key, value = call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value")
+    embed, heads = call.arg(3, "embed_dim_to_check"), call.arg(4, "num_heads")
+    batched = len(query.shape) == 3
+    batch = query.shape[1] if batched else 1
+    length, source = query.shape[0], key.shape[0]
+    static_k, static_v = call.arg(21, "static_k"), call.arg(22, "static_v")
+    key_dim = 0 if static_k is not None else key.shape[-1]
+    value_dim = 0 if static_v is not None else value.shape[-1]
+    projections = fm.mha_projection_macs(length, source, query.shape[-1], key_dim, value_dim, embed)
+    attended = (static_k.shape[1] if static_k is not None else source) + (call.arg(7, "bias_k") is not None) \
+        + bool(call.arg(9, "add_zero_attn", False))
+    q_shape = (batch, heads, length, embed // heads)
+    k_shape = (batch, heads, attended, embed // heads)
+    macs = batch * projections + fm.attention_macs(q_shape, k_shape, k_shape)
+    biases = 0
+    if call.arg(6, "in_proj_bias") is not None:
+        biases += batch * (length + (source if key_dim else 0) + (source if value_dim else 0)) * embed
+    if call.arg(12, "out_proj_bias") is not None:
+        biases += batch * length * embed
+    return Cost(macs, 2 * macs + biases + fm.attention_extra_flops(q_shape, k_shape))

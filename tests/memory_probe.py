@@ -83,17 +83,22 @@ class _Measuring(fx.Interpreter):
 
 
 def measure_peak(model: torch.nn.Module, *inputs: torch.Tensor, leaf_modules=(), training: bool = False,
-                 free_inputs: bool = False) -> dict[str, int]:
+                 free_inputs: bool = False, kept_whole=(), whole: tuple[type, ...] = ()) -> dict[str, int]:
     """Real live-activation peaks of one forward without grad (modules in eval mode, or in train
     mode with ``training=True``: the model's flags are changed), at node boundaries and at
-    every aten op."""
+    every aten op. Inside the modules the graph calls at the paths ``kept_whole``, the live
+    bytes are also measured after every outermost torch call (modules of the classes in
+    ``whole`` count as one call), as Python runs them."""
     gm = trace(model, leaf_modules)
     gm.train(training)
     preexisting = {_key(t) for t in (*gm.parameters(), *gm.buffers(), *inputs)}
     held = 0 if free_inputs else sum(t.untyped_storage().nbytes() for t in {_key(t): t for t in inputs}.values())
     tracker = StorageTracker(preexisting)
     with torch.no_grad(), tracker:
-        interpreter = _Measuring(gm, tracker, [t.clone() for t in inputs] if free_inputs else None)
+        if kept_whole:
+            interpreter = _MixedMeasuring(gm, tracker, set(kept_whole), _CallBoundaries(tracker, whole))
+        else:
+            interpreter = _Measuring(gm, tracker, [t.clone() for t in inputs] if free_inputs else None)
         output = interpreter.run(*inputs)
         del output
     return {

@@ -13,7 +13,9 @@ device the same call decomposes into two ``bmm``s, which it does count.
 argument order of the CPU ops is the same), so the reference is still torch's formula, applied
 to the op torch forgot. It also refuses to answer when the run dispatched a matmul-class op
 that the counter has no formula for (``aten._native_multi_head_attention`` on the fused
-``MultiheadAttention`` fast path, ``aten.mv``, ``aten.dot``, an RNN kernel...): a reference
+``MultiheadAttention`` fast path, ``aten.mv``, ``aten.dot``, an RNN kernel, a triangular solve
+(``aten.linalg_solve_triangular``: forward or back substitution, a multiply-accumulate per
+coefficient, which gated delta-rule attention runs)...): a reference
 that silently counts 0 for part of a model would let a wrong number pass.
 """
 
@@ -35,7 +37,7 @@ CPU_ATTENTION = {
 #: Name parts of aten ops that do multiply-accumulate work of the matmul class.
 _MATMUL_CLASS = {"mm", "bmm", "addmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "vdot", "matmul", "einsum",
                  "linear", "attention", "conv", "convolution", "conv1d", "conv2d", "conv3d", "lstm", "gru",
-                 "rnn"}
+                 "rnn", "triangular"}
 
 
 class _OpsSeen(TorchDispatchMode):

@@ -5,6 +5,8 @@ Expected figures are worked out by hand from the architectures or taken from wha
 publishes with its weights, never copied from fxcost's output.
 """
 
+import csv
+import io
 import json
 import os
 import pathlib
@@ -480,6 +482,112 @@ def test_compare_rejects_a_file_that_is_not_a_report(cli, tmp_path):
 
 
 # --- errors -------------------------------------------------------------------------------------
+
+# --- training step and memory planning -------------------------------------------------------------
+
+def test_train_step_totals(cli, tmp_path, monkeypatch):
+    write_module(tmp_path, "tinynet_t", TINY)
+    monkeypatch.chdir(tmp_path)
+    sgd = json.loads(cli("tinynet_t:Net", "--input", "1x3x10x10", "--train", "sgd-momentum", "--format", "json").out)
+    totals = sgd["totals"]
+    # conv 3->8 k3 on 10x10: the weight gradient takes the forward's 13,824 MACs again; the input needs no gradient
+    assert totals["backward_macs"] == 13_824
+    assert totals["gradient_bytes"] == 224 * 4 and totals["optimizer_state_bytes"] == 224 * 4  # momentum
+    memory = totals["train_memory"]
+    # at the backward's peak: the weights, relu's saved output (8x8x8 float32), the input (3x10x10 float32)
+    assert (memory["weights"], memory["activations"], memory["inputs"]) == (896, 8 * 8 * 8 * 4, 3 * 10 * 10 * 4)
+    assert sgd["mode"] == "train"
+    adam = json.loads(cli("tinynet_t:Net", "--input", "1x3x10x10", "--train", "adam", "--format", "json").out)
+    # exp_avg and exp_avg_sq per parameter, and a float32 step counter per parameter tensor (weight, bias)
+    assert adam["totals"]["optimizer_state_bytes"] == 2 * 224 * 4 + 2 * 4
+    text = cli("tinynet_t:Net", "--input", "1x3x10x10", "--train", "sgd", "--raw").out
+    assert "training step:    sgd optimizer" in text and "backward:         13,824 MACs" in text
+    headers, _ = table(text)
+    assert "bwd MACs" in headers
+    sweep = cli("tinynet_t:Net", "--input", "1x3x10x10", "--train", "none", "--batch", "1,2", "--format", "csv").out
+    rows = list(csv.DictReader(io.StringIO(sweep)))
+    assert [int(r["backward_macs"]) for r in rows] == [13_824, 2 * 13_824]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--amp", "bf16"], "--amp and --checkpoint go with --train OPTIMIZER"),
+    (["--checkpoint", "conv"], "--amp and --checkpoint go with --train OPTIMIZER"),
+    (["--plan-patches", "1kB", "--top", "3"], "--plan-patches prints a plan for one input size"),
+    (["--reorder", "--train", "sgd"], "leave out --train"),
+    (["--reorder", "--plan-patches", "1kB"], "leave out --reorder"),
+    (["--plan-patches", "lots"], "cannot read 'lots' as a quantity"),
+])
+def test_training_and_planning_errors(cli, tmp_path, monkeypatch, args, message):
+    write_module(tmp_path, "tinynet_e", TINY)
+    monkeypatch.chdir(tmp_path)
+    result = cli("tinynet_e:Net", "--input", "1x3x10x10", *args)
+    assert result.code == 2 and len(result.error_lines) == 1
+    assert message in result.error_lines[0], result.err
+
+
+STAGES = """
+import torch.nn as nn
+
+class Stages(nn.Module):
+    # a 16-channel 32x32 map (64 KiB float32) in the first stage, 16x16 maps after it
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.down(self.stem(x))).mean((2, 3))
+
+class Heads(nn.Module):
+    # two heads written breadth-first: both 16x32x32 maps are alive together
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 1)
+        self.b = nn.Conv2d(3, 16, 1)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        return a.sum() + b.sum()
+"""
+
+
+def test_plan_patches(cli, tmp_path, monkeypatch):
+    write_module(tmp_path, "stages_p", STAGES)
+    monkeypatch.chdir(tmp_path)
+    # unpatched peak at the stem's relu: input 3x32x32 + conv output and relu output 16x32x32, float32
+    unpatched = (3 + 16 + 16) * 32 * 32 * 4
+    result = cli("stages_p:Stages", "--input", "1x3x32x32", "--plan-patches", "100KiB")
+    assert result.code == 0, result.err
+    headers, rows = table(result.out)
+    assert rows[0][:3] == ["(unpatched)", "-", f"{unpatched / 1024:.3g} KiB"] and rows[0][-2] == "no"
+    chosen = [row for row in rows if row[-1] == "<- plan"]
+    assert len(chosen) == 1 and chosen[0][-2] == "yes"
+    assert float(chosen[0][2].split()[0]) <= 100
+    split, grid = chosen[0][0], chosen[0][1]
+    assert f"plan:             modules up to '{split}' in {grid} patches" in result.out
+    # the input alone (3x32x32 float32) takes 12 KiB: nothing fits under it
+    result = cli("stages_p:Stages", "--input", "1x3x32x32", "--plan-patches", "12KiB")
+    assert result.code == 1 and "(unpatched)" in result.out and "<- plan" not in result.out
+    assert result.err.startswith("fxcost: no split point and patch grid brings the peak activation memory under "
+                                 "12 KiB")
+    # read patch by patch from outside memory, the input no longer counts
+    streamed = cli("stages_p:Stages", "--input", "1x3x32x32", "--plan-patches", "100KiB", "--stream-inputs")
+    assert streamed.code == 0
+    assert table(streamed.out)[1][0][2] == f"{(16 + 16) * 32 * 32 * 4 / 1024:.3g} KiB"
+
+
+def test_reorder(cli, tmp_path, monkeypatch):
+    write_module(tmp_path, "heads_r", STAGES)
+    monkeypatch.chdir(tmp_path)
+    result = cli("heads_r:Heads", "--input", "1x3x32x32", "--reorder")
+    assert result.code == 0, result.err
+    x, head, scalar = 3 * 32 * 32 * 4, 16 * 32 * 32 * 4, 4
+    before = x + 2 * head + scalar  # both maps alive when the first sum is written
+    after = x + head + 2 * scalar  # each map summed before the next is computed
+    assert result.out.splitlines()[-1].startswith(
+        f"peak activations: {before / 1024:.3g} KiB -> {after / 1024:.3g} KiB")
+
 
 @pytest.mark.parametrize("args, message", [
     (["torchvision:resnet5000"], "torchvision has no model 'resnet5000'"),

@@ -323,3 +323,57 @@ def test_bert_by_hand(transformers):
     per_layer = 4 * D * D + 2 * D * 256
     expected = T * LAYERS * per_layer + 2 * LAYERS * T * T * D + D * D  # + the pooler on one token
     assert quiet_analyze(model, example).macs == expected == 1_642_496
+
+
+# --- a fixed sample of transformers architectures, each from its config class ----------------------
+
+#: model type -> (config level of ``hf_configs``, example input as {name: shape}), across families:
+#: encoders, decoders, encoder-decoders, vision, audio, vision-language, mixture-of-experts and
+#: state-space models. ``benchmarks/coverage.py`` runs every architecture the same way.
+HF_SAMPLE = {
+    "bert": ("small", {"input_ids": (1, 16)}),
+    "albert": ("small", {"input_ids": (1, 16)}),
+    "modernbert": ("small", {"input_ids": (1, 16)}),
+    "qwen3": ("small", {"input_ids": (1, 16)}),
+    "gemma3_text": ("small", {"input_ids": (1, 16)}),
+    "phi3": ("small", {"input_ids": (1, 16)}),
+    "falcon": ("small", {"input_ids": (1, 16)}),
+    "bloom": ("small", {"input_ids": (1, 16)}),
+    "gpt_neox": ("small", {"input_ids": (1, 16)}),
+    "pegasus_x": ("small", {"input_ids": (1, 16), "decoder_input_ids": (1, 16)}),
+    "fsmt": ("small", {"input_ids": (1, 16), "decoder_input_ids": (1, 16)}),
+    "convnext": ("small", {"pixel_values": (1, 3, 224, 224)}),
+    "swin": ("shallow", {"pixel_values": (1, 3, 224, 224)}),
+    "segformer": ("small", {"pixel_values": (1, 3, 224, 224)}),
+    "mobilevit": ("small", {"pixel_values": (1, 3, 256, 256)}),
+    "levit": ("small", {"pixel_values": (1, 3, 224, 224)}),
+    "hubert": ("small", {"input_values": (1, 16000)}),
+    "speech_to_text": ("small", {"input_features": (1, 100, 80), "decoder_input_ids": (1, 16)}),
+    "audio-spectrogram-transformer": ("small", {"input_values": (1, 1024, 128)}),
+    "clip": ("small", {"input_ids": (1, 16), "pixel_values": (1, 3, 224, 224)}),
+    "llava": ("small", {"input_ids": (1, 16)}),
+    "nllb-moe": ("small", {"input_ids": (1, 16), "decoder_input_ids": (1, 16)}),
+    "mamba": ("small", {"input_ids": (1, 16)}),
+    "mamba2": ("shallow", {"input_ids": (1, 16)}),
+    "rwkv": ("shallow", {"input_ids": (1, 16)}),
+}
+
+
+def meta_inputs(shapes):
+    """Token inputs (``*_ids``) as int64 zeros, the others float32, on meta."""
+    return {name: torch.zeros(shape, dtype=torch.long if name.endswith("_ids") else torch.float32, device="meta")
+            for name, shape in shapes.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", HF_SAMPLE)
+def test_transformers_architecture(model_type, transformers):
+    import hf_configs
+
+    level, shapes = HF_SAMPLE[model_type]
+    model, _ = hf_configs.build(model_type, hf_configs.level(level))
+    inputs = meta_inputs(shapes)
+    report = quiet_analyze(model, inputs)
+    assert report.complete and not any(n.status is Status.PARTIAL for n in report.nodes)
+    assert report.params == sum(p.numel() for p in model.parameters())  # unique: tied weights once
+    assert report.macs == torch_macs(model, **inputs)

@@ -5,7 +5,6 @@ private torch APIs in one file)."""
 import ast
 import pathlib
 
-import torch
 import torch.nn as nn
 
 import fxcost

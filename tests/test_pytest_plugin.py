@@ -177,3 +177,44 @@ def test_fixture(fxcost_budget):
     result = pytester.runpytest_subprocess("-p", "no:fxcost")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'fxcost_budget' not found*"])
+
+
+def test_a_budget_on_the_planned_peak_of_a_rewritten_graph(pytester):
+    """Two 64-channel branches written breadth-first, on a 1x4x16x16 float32 input (4 channels:
+    4,096 B; 64 channels: 65,536 B). As written, both maps are alive at g1: x + a + b + g1 =
+    139,264 B (136 KiB); reordered, one at a time: at g2, x + g1 + b + g2 = 77,824 B (76 KiB)."""
+    pytester.makepyfile("""
+import pytest
+import torch
+import torch.nn as nn
+import fxcost
+from fxcost.passes import schedule_for_peak
+
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f1, self.f2 = nn.Conv2d(4, 64, 1), nn.Conv2d(4, 64, 1)
+        self.g1, self.g2 = nn.Conv2d(64, 4, 1), nn.Conv2d(64, 4, 1)
+
+    def forward(self, x):
+        a, b = self.f1(x), self.f2(x)
+        return torch.cat([self.g1(a), self.g2(b)], 1)
+
+X = torch.randn(1, 4, 16, 16)
+
+@pytest.mark.fxcost_budget(peak_activation="100KiB")
+def test_as_written(fxcost_budget):
+    fxcost_budget(TwoHeads(), X)
+
+@pytest.mark.fxcost_budget(peak_activation="100KiB")
+def test_planned(fxcost_budget):
+    schedule = schedule_for_peak(TwoHeads(), X)
+    assert fxcost_budget.check(schedule.report).peak_activation_bytes == 77_824
+    assert fxcost_budget(schedule.graph_module, X).peak_activation_bytes == 77_824
+
+def test_helper():
+    fxcost.assert_within(schedule_for_peak(TwoHeads(), X).report, peak_activation=77_824)
+""")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*peak_activation: 136 KiB > limit 100 KiB*"])

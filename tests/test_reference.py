@@ -26,3 +26,13 @@ def test_an_op_without_a_formula_is_refused():
         torch_flops(lambda: model(x, x, x, need_weights=False))  # the fused fast path: one opaque op
     # with gradients on, the unfused path: 4 projections of 5 tokens and 2 attention products per head
     assert torch_macs(model, x, x, x, need_weights=False) == 2 * (4 * 5 * 16 * 16) + 2 * 2 * 5 * 5 * 8 * 2
+
+
+def test_a_triangular_solve_is_refused():
+    # FlopCounterMode counts 0 for it, although substitution multiply-accumulates every coefficient
+    a, b = torch.randn(6, 6).triu() + 6 * torch.eye(6), torch.randn(6, 3)
+    with FlopCounterMode(display=False) as plain:
+        torch.linalg.solve_triangular(a, b, upper=True)
+    assert plain.get_total_flops() == 0
+    with pytest.raises(AssertionError, match="linalg_solve_triangular"):
+        torch_flops(lambda: torch.linalg.solve_triangular(a, b, upper=True))

@@ -2,6 +2,7 @@
 for it equals a measured run, each algorithm builds the order worked out by hand, and the
 search never ends above any algorithm's order."""
 
+import logging
 import os
 import sys
 
@@ -20,7 +21,7 @@ from fxcost._schedule_model import ScheduleModel
 from fxcost._trace import trace
 from fxcost.passes import reorder_for_peak, schedule_for_peak
 
-from memory_probe import measure_peak
+from memory_probe import measure_analysed, measure_peak
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 from reorder import MultiHead, Program, UNet  # noqa: E402 - the benchmark's models
@@ -188,6 +189,188 @@ def test_graph_module_input_and_errors():
     assert isinstance(reorder_for_peak(gm, torch.randn(1, 4, 8, 8)), torch.fx.GraphModule)
     with pytest.raises(fxcost.InvalidModelError):
         reorder_for_peak(lambda x: x, (1, 4))
+
+
+# --- fxcost's own graph: modules fx cannot trace --------------------------------------------
+
+#: Module classes fxcost costs whole by a rule: one call when a real run is measured call by call.
+WHOLE = (nn.Linear, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.GELU, nn.ReLU, nn.Tanh, nn.Softmax, nn.Conv1d, nn.Conv2d)
+
+
+class Heads(nn.Module):
+    """TwoHeads inside a module fx cannot trace (control flow on a shape): fxcost captures its
+    torch calls, and the reordered graph replays them."""
+
+    def __init__(self):
+        super().__init__()
+        self.f1, self.f2 = nn.Conv2d(4, 64, 1), nn.Conv2d(4, 64, 1)
+        self.g1, self.g2 = nn.Conv2d(64, 4, 1), nn.Conv2d(64, 4, 1)
+
+    def forward(self, x):
+        if x.shape[-1] > 1:
+            a, b = self.f1(x), self.f2(x)
+            return torch.cat([self.g1(a), self.g2(b)], 1)
+        return x
+
+
+class WithHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.heads = Heads()
+
+    def forward(self, x):
+        return self.heads(x)
+
+
+def test_a_module_fx_cannot_trace_is_reordered_call_by_call():
+    x = torch.randn(1, 4, 16, 16)  # float32: 4 channels 4,096 B, 64 channels 65,536 B, the cat 8,192 B
+    model = WithHeads().eval()
+    schedule = check_reordered(model, x)
+    assert schedule.replayed == ("heads",) and not schedule.kept_whole
+    # the captured calls in their recorded order, each tensor freed after its last use:
+    # at g1, x + a + b + g1 (as TwoHeads); one 64-channel map at a time after reordering
+    assert schedule.peak_before_bytes == 4_096 + 2 * 65_536 + 4_096 == 139_264
+    assert schedule.peak_after_bytes == 4_096 + 4_096 + 65_536 + 4_096 == 77_824
+    # as Python runs it, a and b are locals alive until forward returns: at the cat,
+    # x + a + b + g1 + g2 + cat
+    assert schedule.peak_as_written_bytes == 4_096 + 2 * 65_536 + 2 * 4_096 + 8_192 == 151_552
+    assert measure_analysed(model, {"x": x}, ["heads"], whole=WHOLE)["node_peak"] == 151_552
+    # the graph carries sizes of the example: another shape is refused, not miscomputed
+    with pytest.raises(fxcost.InvalidInputError, match="built for a \\(1, 4, 16, 16\\)"):
+        schedule.graph_module(torch.randn(1, 4, 8, 8))
+    assert "specialised to the example input's shapes" in str(schedule)
+
+
+class Gate(nn.Module):
+    """Branches on a tensor value: fxcost assumes the branch, so its calls are not replayed."""
+
+    def __init__(self):
+        super().__init__()
+        self.f, self.g = nn.Conv2d(4, 64, 1), nn.Conv2d(64, 4, 1)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.g(self.f(x))
+        return -x
+
+
+class GatedHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gate = Gate()
+        self.f2, self.g2 = nn.Conv2d(4, 64, 1), nn.Conv2d(64, 4, 1)
+
+    def forward(self, x):
+        b = self.f2(x)  # written first: its 64-channel map is alive while the gate runs
+        a = self.gate(x)
+        return torch.cat([a, self.g2(b)], 1)
+
+
+def test_a_module_that_cannot_be_replayed_stays_one_call():
+    torch.manual_seed(0)
+    model = GatedHeads().eval()
+    x = torch.rand(1, 4, 16, 16)  # positive: the branch fxcost assumes is the one taken
+    with pytest.warns(fxcost.AssumptionWarning):
+        schedule = schedule_for_peak(model, x)
+    (kept,) = schedule.kept_whole
+    assert kept.path == "gate" and "assumed" in kept.reason and schedule.replayed == ()
+    assert "kept whole: 'gate' is one call" in str(schedule)
+    reordered = schedule.graph_module
+    with torch.no_grad():
+        for sample in (x, -x):  # the real gate runs: its other branch too
+            torch.testing.assert_close(reordered(sample), model(sample))
+    # Inside the gate, f's 64-channel map and g's output are alive together (69,632 B).
+    # Graph order: at the gate, x + b + 69,632; the gate first: at g2, x + a + b + g2.
+    assert schedule.peak_before_bytes == 4_096 + 65_536 + 69_632 == 139_264
+    assert schedule.peak_after_bytes == 4_096 + 4_096 + 65_536 + 4_096 == 77_824
+    # a real run, measured inside the gate after every torch call as Python runs it
+    assert measure_peak(reordered, x, kept_whole=["gate"], whole=WHOLE)["node_peak"] == 77_824
+
+
+def test_hooks_keep_a_module_whole_and_still_fire():
+    model = WithHeads().eval()
+    seen = []
+    handle = model.heads.f1.register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    try:
+        schedule = schedule_for_peak(model, torch.randn(1, 4, 16, 16))
+        assert [k.path for k in schedule.kept_whole] == ["heads"] and "hooks" in schedule.kept_whole[0].reason
+        seen.clear()
+        with torch.no_grad():
+            schedule.graph_module(torch.randn(1, 4, 16, 16))
+        assert seen == [torch.Size([1, 64, 16, 16])]
+    finally:
+        handle.remove()
+
+
+def test_analysing_a_graph_module_leaves_its_graph_alone():
+    gm = fx.GraphModule(WithHeads(), _LeafHeads().trace(WithHeads()))
+    names = [n.name for n in gm.graph.nodes]
+    report = fxcost.analyze(gm, (1, 4, 16, 16))
+    assert "heads_f1" in {n.name for n in report.nodes}  # the module's calls were spliced in...
+    assert [n.name for n in gm.graph.nodes] == names and gm.graph.owning_module is gm  # ...into fxcost's copy
+
+
+class _LeafHeads(fx.Tracer):
+    def is_leaf_module(self, m, qualified_name):
+        return qualified_name == "heads" or super().is_leaf_module(m, qualified_name)
+
+
+@pytest.fixture(scope="module")
+def transformers():
+    transformers = pytest.importorskip("transformers")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return transformers
+
+
+def _ids(length=32):
+    return torch.randint(0, 1000, (1, length), generator=torch.Generator().manual_seed(0))
+
+
+def test_hugging_face_bert_reordered_on_fxcost_graph(transformers):
+    torch.manual_seed(0)
+    model = transformers.BertModel(transformers.BertConfig(
+        num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=256, vocab_size=1000)).eval()
+    ids = _ids()
+    schedule = schedule_for_peak(model, {"input_ids": ids})
+    assert set(schedule.replayed) == {"embeddings", "encoder.layer.0.attention.self", "encoder.layer.1.attention.self"}
+    reordered = schedule.graph_module
+    assert len(reordered.graph.nodes) > 60  # the captured calls are nodes, not one call of the model
+    with torch.no_grad():
+        got, expected = reordered(input_ids=ids), model(input_ids=ids)
+    torch.testing.assert_close(got["last_hidden_state"], expected.last_hidden_state)
+    torch.testing.assert_close(got["pooler_output"], expected.pooler_output)
+    assert schedule.peak_after_bytes == measure_peak(reordered, ids)["node_peak"]
+    assert schedule.peak_as_written_bytes == measure_analysed(
+        model, {"input_ids": ids}, list(schedule.replayed), whole=WHOLE)["node_peak"]
+    with pytest.raises(fxcost.InvalidInputError, match="input_ids"):
+        reordered(input_ids=_ids(16))
+
+
+@pytest.mark.slow
+def test_hugging_face_gpt2_reordered_on_fxcost_graph(transformers):
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=64, n_head=4, vocab_size=1000, n_positions=128)).eval()
+    ids = _ids()
+    inputs = {"input_ids": ids, "use_cache": False}
+    schedule = schedule_for_peak(model, inputs)
+    assert schedule.replayed == ("transformer",) and not schedule.kept_whole
+    reordered = schedule.graph_module
+    with torch.no_grad():
+        torch.testing.assert_close(reordered(**inputs)["logits"], model(**inputs).logits)
+    assert schedule.peak_after_bytes == measure_peak(reordered, ids)["node_peak"]
+    assert schedule.peak_after_bytes < schedule.peak_before_bytes  # the graph order is not the best
+    with pytest.raises(fxcost.InvalidInputError, match="use_cache"):
+        reordered(input_ids=ids, use_cache=True)
+    # with its cache (the default), the transformer returns a cache object fxcost does not
+    # rebuild: it stays one call, measured inside as Python runs it
+    cached = schedule_for_peak(model, {"input_ids": ids})
+    (kept,) = cached.kept_whole
+    assert kept.path == "transformer" and "DynamicCache" in kept.reason
+    with torch.no_grad():
+        torch.testing.assert_close(cached.graph_module(input_ids=ids)["logits"], model(input_ids=ids).logits)
+    assert cached.peak_after_bytes == measure_peak(cached.graph_module, ids, kept_whole=["transformer"],
+                                                   whole=WHOLE)["node_peak"]
 
 
 # --- random graphs -------------------------------------------------------------------------

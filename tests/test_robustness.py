@@ -165,3 +165,30 @@ def test_cli_shape_strings(shape, words, capsys):
         code = exit.code
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err
+
+
+def test_many_blocks_fx_cannot_trace(monkeypatch):
+    """100 blocks that branch on a shape: each is costed from its calls (none is lost to a cap
+    on retries), and the blocks after the second failure of the class are kept whole without a
+    retrace each."""
+    import fxcost._trace as trace_module
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            if x.shape[0] > 1:  # a shape read by fx is a proxy: control flow on it cannot trace
+                x = x * 2
+            return self.fc(x)
+
+    model = nn.Sequential(*[Branchy() for _ in range(100)])
+    traces = []
+    original = trace_module.trace
+    monkeypatch.setattr(trace_module, "trace", lambda *a, **k: traces.append(1) or original(*a, **k))
+    report = analyze_quiet(model, (4, 8))
+    assert set(report.fallbacks) == {str(i) for i in range(100)}
+    assert report.macs == 100 * 4 * 8 * 8  # 4 rows x (8 x 8) per Linear
+    assert report.flops == 100 * (2 * 4 * 64 + 4 * 8 + 4 * 8)  # matmul, bias, the doubling
+    assert len(traces) == 3  # fails at block 0, fails at block 1, then every block kept whole
