@@ -118,9 +118,14 @@ def compute_liveness(
                 } if options.stream_inputs else set()
     streamed_views: set[fx.Node] = set()
     fresh = itertools.count(-1, -1)
+    # a node written into another's buffer leaves its own storage unallocated: later readers of
+    # that storage (a view of it, the graph's output) hold the buffer it was written into
+    written_into: dict[int, tuple[int, ...]] = {}
     for node in nodes:
         if node in alias_of:
             holds[node] = holds[alias_of[node]]
+            for meta in iter_metas(value_of(node)):
+                written_into.setdefault(meta.storage, holds[node])
             continue
         if node.op == "get_attr":
             holds[node] = ()
@@ -131,8 +136,9 @@ def compute_liveness(
             metas = [dataclasses.replace(m, storage=next(fresh), storage_nbytes=m.nbytes)
                      if m.storage in streamed else m for m in metas]
         for meta in metas:
-            sizes.setdefault(meta.storage, size_of(meta))
-        holds[node] = tuple(dict.fromkeys(m.storage for m in metas))
+            if meta.storage not in written_into:
+                sizes.setdefault(meta.storage, size_of(meta))
+        holds[node] = tuple(dict.fromkeys(b for m in metas for b in written_into.get(m.storage, (m.storage,))))
 
     start: dict[int, int] = {}
     end: dict[int, int] = {}

@@ -126,7 +126,7 @@ def triangular_solve(call: OpCall) -> Cost:
     """Forward/back substitution: see :func:`formulas.triangular_solve_macs`; one division per
     output element unless the diagonal is ones (``unitriangular``)."""
     legacy = call.target in (torch.triangular_solve, "triangular_solve")  # triangular_solve(B, A)
-    matrix = call.arg(1, "A") if legacy else call.arg(0, "A")
+    matrix = call.arg(1, "A") if legacy else call.arg(0, "input")  # linalg's A is named input
     macs = fm.triangular_solve_macs(matrix.shape[-1], call.out.shape)
     unit = call.kwargs.get("unitriangular", call.args[4] if legacy and len(call.args) > 4 else False)
     return Cost(macs, 2 * macs + (0 if unit else call.out.numel))

@@ -82,3 +82,60 @@ def test_deployment_view_of_torchvision_models_with_downsample_blocks(name):
     int8 = analyze_quiet(model, (1, 3, 64, 64), memory=MemoryOptions(activation_dtype=torch.int8,
                                                                     free_inputs=True))
     assert 0 < deployed.peak_activation_bytes <= int8.peak_activation_bytes < eager.peak_activation_bytes
+
+
+def working_bytes(model, shape, memory):
+    report = analyze_quiet(model, shape, memory=memory)
+    return [n.live_bytes for n in report.nodes if n.op in ("call_module", "call_function", "call_method")]
+
+
+def test_inplace_depthwise_needs_one_channel_of_scratch_by_hand():
+    # 1 -> 2 channels (1x1), a 2-channel depthwise 3x3, 2 -> 1 channel (1x1), on an 8x8 image
+    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.Conv2d(2, 2, 3, padding=1, groups=2, bias=False),
+                          nn.Conv2d(2, 1, 1)).eval()
+    x, a, b = 64 * 4, 2 * 64 * 4, 64 * 4  # float32 bytes: the input, every 2-channel tensor, the result
+    eager = working_bytes(model, (1, 1, 8, 8), MemoryOptions())
+    assert eager == [x + a, x + a + a, x + a + b]
+    # the depthwise layer overwrites its input channel by channel: one 8x8 channel of scratch
+    inplace = working_bytes(model, (1, 1, 8, 8), MemoryOptions(inplace_depthwise=True))
+    assert inplace == [x + a, x + a + 64 * 4, x + a + b]
+    assert all(type(size) is int for size in inplace)
+    # int8 activations: every tensor and the scratch channel take 1 byte an element
+    int8 = working_bytes(model, (1, 1, 8, 8), MemoryOptions(inplace_depthwise=True, activation_dtype=torch.int8))
+    assert int8 == [(x + a) // 4, (x + a) // 4 + 64, (x + a + b) // 4]
+
+
+def test_inplace_activations_called_as_functions_and_methods_by_hand():
+    class Activations(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c0, self.c1, self.c2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.c2(self.c1(nn.functional.relu(self.c0(x))).relu())
+
+    t = 4 * 8 * 8 * 4  # every tensor, float32 (the input too)
+    # c0, relu, c1, relu (a method), c2: an eager activation holds its input and its output
+    assert working_bytes(Activations(), (1, 4, 8, 8), MemoryOptions()) == [2 * t, 3 * t, 3 * t, 3 * t, 3 * t]
+    # in place: each activation writes over its input
+    assert working_bytes(Activations(), (1, 4, 8, 8), MemoryOptions(inplace_activations=True)) == [
+        2 * t, 2 * t, 3 * t, 2 * t, 3 * t]
+
+
+def test_a_branch_ending_in_an_activation_accumulates_into_the_skip():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return nn.functional.relu(self.bn(self.conv(x))) + x
+
+    t = 4 * 8 * 8 * 4
+    # conv, bn, relu, add
+    assert working_bytes(Residual().eval(), (1, 4, 8, 8), MemoryOptions()) == [2 * t, 3 * t, 3 * t, 3 * t]
+    # BN folded into the conv, relu in place, and the conv accumulating into x's buffer: one tensor
+    deployed = MemoryOptions(fold_batchnorm=True, inplace_activations=True, residual_accumulate=True)
+    assert working_bytes(Residual().eval(), (1, 4, 8, 8), deployed) == [t, t, t, t]
+    # and the result returned is that same buffer, not a second one
+    assert analyze_quiet(Residual().eval(), (1, 4, 8, 8), memory=deployed).peak_activation_bytes == t
