@@ -3,7 +3,6 @@ call small enough to count by hand from the op's definition and the convention i
 ``fxcost.rules`` docstring (the arithmetic is written out next to every number). They run in
 well under a second each, so the mutation run (see the README) uses them to pin every rule."""
 
-import math
 
 import pytest
 import torch
