@@ -138,7 +138,8 @@ _GROUPED_MM = tuple(fn for fn in (getattr(torch, "_grouped_mm", None), getattr(F
 @register(*_GROUPED_MM)
 def grouped_mm(call: OpCall) -> Cost:
     """One matmul per group (Mixture-of-Experts experts): see :func:`formulas.grouped_mm_macs`."""
-    a, b = call.arg(0, "mat_a"), call.arg(1, "mat_b")
+    a = call.arg(0, "mat_a" if "mat_a" in call.kwargs else "input")  # (F.grouped_mm's names; torch._grouped_mm's)
+    b = call.arg(1, "mat_b" if "mat_b" in call.kwargs else "mat2")
     macs = fm.grouped_mm_macs(a.shape, b.shape, call.out.shape)
     return Cost(macs, 2 * macs + _bias_flops(call, call.arg(3, "bias") is not None))
 

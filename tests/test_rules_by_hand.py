@@ -259,6 +259,8 @@ def test_grouped_mm_by_hand():
     found = node(lambda m, a, b, o: grouped_mm(a, b, offs=o), a, b, offs)
     assert found.output_shapes == ((6, 5),)
     assert (found.macs, found.flops) == (6 * 8 * 5, 2 * 6 * 8 * 5)
+    found = node(lambda m, a, b, o: torch._grouped_mm(input=a, mat2=b, offs=o), a, b, offs)  # torch's own names
+    assert (found.macs, found.flops) == (6 * 8 * 5, 2 * 6 * 8 * 5)
 
 
 def test_softmax_family_and_dropout_by_hand():
