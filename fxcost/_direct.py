@@ -88,20 +88,19 @@ _CALLS: dict[Any, Handler] = {}
 _MODULES: dict[type, Handler] = {}
 
 
-def _calls(*keys: Any):
-    def decorate(handler: Handler) -> Handler:
-        for key in keys:
-            _CALLS[key] = handler
-        return handler
-    return decorate
+def _registering(table: dict) -> Callable[..., Callable[[Handler], Handler]]:
+    """A decorator factory entering a handler in ``table`` under each key it is given."""
+    def keys(*keys: Any) -> Callable[[Handler], Handler]:
+        def decorate(handler: Handler) -> Handler:
+            for key in keys:
+                table[key] = handler
+            return handler
+        return decorate
+    return keys
 
 
-def _modules(*classes: type):
-    def decorate(handler: Handler) -> Handler:
-        for cls in classes:
-            _MODULES[cls] = handler
-        return handler
-    return decorate
+_calls = _registering(_CALLS)
+_modules = _registering(_MODULES)
 
 
 def has_call(key: Any) -> bool:
