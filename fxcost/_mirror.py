@@ -128,19 +128,25 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
 def _point_at_mirrors(clone: nn.Module, modules: dict[int, nn.Module]) -> None:
     """Modules a module also keeps outside its registered children (``self.blocks = [...]``
     beside ``add_module``, as UperNet's pyramid pooling does) are the user's: make the clone
-    keep their mirrors instead, so its forward never runs the user's modules."""
+    keep their mirrors instead, so its forward never runs the user's modules. Lists and dicts
+    are the clone's own copies already (:func:`shallow_copy`), so they are changed in place
+    (two modules sharing one keep sharing it)."""
     def swap(value: Any) -> Any:
         return modules.get(id(value), value) if isinstance(value, nn.Module) else value
 
-    for name, value in list(clone.__dict__.items()):
-        if name in ("_parameters", "_buffers", "_modules") or name in _HOOK_TABLES:
+    state = clone.__dict__
+    for name, value in list(state.items()):
+        if name in _REPLACED or name in _HOOK_TABLES:
             continue
+        kind = type(value)
         if isinstance(value, nn.Module):
-            clone.__dict__[name] = swap(value)
-        elif type(value) in (list, tuple) and any(isinstance(v, nn.Module) for v in value):
-            clone.__dict__[name] = type(value)(swap(v) for v in value)
-        elif type(value) is dict and any(isinstance(v, nn.Module) for v in value.values()):
-            clone.__dict__[name] = {k: swap(v) for k, v in value.items()}
+            state[name] = swap(value)
+        elif kind is list:
+            value[:] = [swap(v) for v in value]
+        elif kind is dict:
+            value.update({k: swap(v) for k, v in value.items() if isinstance(v, nn.Module)})
+        elif kind is tuple and any(isinstance(v, nn.Module) for v in value):
+            state[name] = tuple(swap(v) for v in value)
 
 
 def shallow_copy(module: nn.Module, containers: dict[int, object] | None = None) -> nn.Module:
