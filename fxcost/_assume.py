@@ -46,6 +46,9 @@ _FXCOST_DIR = os.path.dirname(__file__) + os.sep
 #: A branch assumed taken this many times at one site is a loop that would never end.
 LOOP_LIMIT = 1000
 
+#: The keyword names of a split's sizes across ``torch.split``, ``Tensor.split`` and ``split_with_sizes``.
+SPLIT_SIZE_NAMES = ("split_size", "split_sizes", "split_size_or_sections")
+
 _VALUE_READS = {"__bool__", "item", "__int__", "__index__", "__float__", "tolist"}
 
 
@@ -149,7 +152,7 @@ class Assumer:
         chose): the dimension split evenly into as many parts. Work that is linear in each
         part's size (each expert's matmuls) then adds up to exactly what any real routing
         costs. None when the call is not such a split."""
-        sizes = args[1] if len(args) > 1 else next((kwargs[k] for k in ("split_size", "split_sizes", "split_size_or_sections") if k in kwargs), None)
+        sizes = args[1] if len(args) > 1 else next((kwargs[k] for k in SPLIT_SIZE_NAMES if k in kwargs), None)
         dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
         if not isinstance(args[0], torch.Tensor) or not isinstance(sizes, (list, tuple)) or not sizes \
                 or not all(isinstance(size, int) for size in sizes) or not isinstance(dim, int):

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ._assume import Assumer, call_site
+from ._assume import SPLIT_SIZE_NAMES, Assumer, call_site
 from ._compat import (
     DataDependentOutputException,
     DynamicOutputShapeException,
@@ -320,7 +320,7 @@ class Recorder(TorchFunctionMode):
             if balanced is None:
                 raise
             sizes, what = balanced
-            return func(args[0], sizes, *args[2:], **{k: v for k, v in kwargs.items() if k not in ("split_size", "split_sizes", "split_size_or_sections")}), what
+            return func(args[0], sizes, *args[2:], **{k: v for k, v in kwargs.items() if k not in SPLIT_SIZE_NAMES}), what
 
     def read_value(self, tensor: torch.Tensor) -> Any:
         """A value read inside an op (not through ``item()``/``bool()``...): assumed by dtype."""

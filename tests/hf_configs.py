@@ -113,28 +113,25 @@ def _shrink_depth(values: dict[str, Any]) -> None:
             values[key] = [i for i in values[key] if i < new_depth] or [new_depth - 1]
     if _is_int(values.get("first_k_dense_replace")):
         values["first_k_dense_replace"] = min(values["first_k_dense_replace"], 1)  # keep a sparse layer
-    for key in _EXPERT_KEYS:
-        if _is_int(values.get(key)) and values[key] > EXPERTS:
-            values[key] = EXPERTS
-    for key in _TOP_K_KEYS:
-        if _is_int(values.get(key)) and values[key] > TOP_K:
-            values[key] = TOP_K
-    for key in ("n_group", "topk_group"):
-        if _is_int(values.get(key)) and values[key] > 1:
-            values[key] = 1
+    _cap(values, _EXPERT_KEYS, EXPERTS)
+    _cap(values, _TOP_K_KEYS, TOP_K)
+    _cap(values, ("n_group", "topk_group"), 1)
     if isinstance(values.get("depths"), list) and all(_is_int(d) for d in values["depths"]):
         values["depths"] = [min(d, LAYERS) for d in values["depths"]]
+
+
+def _cap(values: dict[str, Any], keys, limit: int) -> None:
+    """Every integer among ``keys`` above ``limit`` becomes ``limit``."""
+    for key in keys:
+        if _is_int(values.get(key)) and values[key] > limit:
+            values[key] = limit
 
 
 def _shrink_widths(values: dict[str, Any]) -> None:
     """Narrower hidden sizes, fewer heads, smaller head, intermediate and vocabulary sizes."""
     heads = next((values[k] for k in _HEAD_KEYS if _is_int(values.get(k))), None)
-    for key in _HIDDEN_KEYS:
-        if _is_int(values.get(key)) and values[key] > HIDDEN:
-            values[key] = HIDDEN
-    for key in _HEAD_KEYS:
-        if _is_int(values.get(key)) and values[key] > HEADS:
-            values[key] = HEADS
+    _cap(values, _HIDDEN_KEYS, HIDDEN)
+    _cap(values, _HEAD_KEYS, HEADS)
     kv = values.get("num_key_value_heads")
     if _is_int(kv) and heads:
         values["num_key_value_heads"] = HEADS if kv >= heads else min(kv, HEADS // 2)
@@ -150,9 +147,7 @@ def _shrink_widths(values: dict[str, Any]) -> None:
         for key, size in (("qk_head_dim", 2 * rotary), ("kv_lora_rank", 2 * HEAD_DIM), ("q_lora_rank", 2 * HEAD_DIM)):
             if _is_int(values.get(key)):
                 values[key] = size
-    for key in _FFN_KEYS:
-        if _is_int(values.get(key)) and values[key] > FFN:
-            values[key] = FFN
+    _cap(values, _FFN_KEYS, FFN)
     if _is_int(values.get("vocab_size")) and values["vocab_size"] > VOCAB:
         values["vocab_size"] = max([VOCAB, *(i + 1 for i in _token_ids(values))])
 

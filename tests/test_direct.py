@@ -232,6 +232,16 @@ def both_ways(key, make_args, module=None):
     return outcomes
 
 
+def assert_like_torch(expected, direct, fake):
+    """A layer's direct outcome against torch's: left to the fake run where the kernel
+    refuses the arguments (``expected`` None), else torch's output shape and equal to the fake run."""
+    if expected is None:
+        assert direct is None
+    else:
+        assert direct is not None and direct[0][0][0] == tuple(expected)
+        assert direct == fake
+
+
 def fake_input(shape, dtype=torch.float32):
     return torch.empty(shape, dtype=dtype)
 
@@ -274,12 +284,7 @@ def test_pooling_sizes_match_torch(size, kernel, stride, padding, dilation, ceil
         expected = module(torch.empty(1, 2, size, size + 1, device="meta")).shape
     except RuntimeError:
         expected = None  # the kernel refuses these arguments: the handler must leave them to it
-    direct, fake = both_ways(None, lambda: (fake_input((1, 2, size, size + 1)),), module=module)
-    if expected is None:
-        assert direct is None
-    else:
-        assert direct is not None and direct[0][0][0] == tuple(expected)
-        assert direct == fake
+    assert_like_torch(expected, *both_ways(None, lambda: (fake_input((1, 2, size, size + 1)),), module=module))
 
 
 @settings(max_examples=60, deadline=None)
@@ -308,12 +313,7 @@ def test_convolution_sizes_match_torch(size, kernel, stride, padding, dilation, 
             expected = conv(torch.empty(1, 4, size, size + 2)).shape
         except RuntimeError:
             expected = None  # the kernel refuses these arguments: the handler must leave them to it
-    direct, fake = both_ways(None, lambda: (fake_input((1, 4, size, size + 2)),), module=conv)
-    if expected is None:
-        assert direct is None
-    else:
-        assert direct is not None and direct[0][0][0] == tuple(expected)
-        assert direct == fake
+    assert_like_torch(expected, *both_ways(None, lambda: (fake_input((1, 4, size, size + 2)),), module=conv))
 
 
 @pytest.mark.parametrize("make", [
