@@ -30,6 +30,7 @@ from ._inputs import (
     parameter_names,
     split_example_input,
 )
+from ._lazy import LazyMapping
 from ._liveness import Liveness, compute_liveness
 from ._mirror import Mirror, mirror_model
 from ._options import AnalysisOptions, MemoryOptions, Training
@@ -240,8 +241,8 @@ def propagate_subject(subject: Subject, traced: Traced, options: AnalysisOptions
         look_inside=look_inside,
         has_rule=lambda module: registry.module_rule(module) is not None,
         source_of=source_line_by_retrace(lambda: traced.retrace(root)),
-        weight_names={id(t): name for name, t in (*root.named_parameters(), *root.named_buffers())},
-        module_paths={id(module): path for path, module in root.named_modules()},
+        weight_names=LazyMapping(lambda: {id(t): name for name, t in (*root.named_parameters(), *root.named_buffers())}),
+        module_paths=LazyMapping(lambda: {id(module): path for path, module in root.named_modules()}),
         assumer=assumer,
         step=(lambda tracker: StepObserver(options.training, registry, root, traced.placeholders, tracker))
         if options.training is not None else None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -177,7 +177,7 @@ class Recorder(TorchFunctionMode):
     """
 
     def __init__(self, tracker: StorageTracker, has_rule: Callable[[nn.Module], bool],
-                 module_paths: dict[int, str], weight_names: dict[int, str], assumer: Assumer | None = None) -> None:
+                 module_paths: Mapping[int, str], weight_names: Mapping[int, str], assumer: Assumer | None = None) -> None:
         super().__init__()
         self.assumer = assumer  # None: value-dependent code raises (strict)
         self.observer: Any = None  # a training step's observer: told which call runs and what it made

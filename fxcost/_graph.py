@@ -52,6 +52,16 @@ def called_module(node: fx.Node) -> nn.Module:
 _CALLED_KEY = "fxcost_called"
 
 
+def remember_called(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> None:
+    """Tell :func:`called_module` the module each ``call_module`` node of ``gm`` calls, from
+    ``modules`` (path -> module, the tracer's own table), so it need not look them up."""
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            module = modules.get(node.target)
+            if module is not None:
+                node.meta[_CALLED_KEY] = (gm, module)
+
+
 def fetched_attribute(node: fx.Node) -> Any:
     """The value a ``get_attr`` node fetches (None if it is gone)."""
     owner_path, _, name = str(node.target).rpartition(".")

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.fx as fx
@@ -21,6 +21,7 @@ from ._capture import Recorder, Recording
 from ._direct import NOT_DONE, Direct, has_call, has_module
 from ._compat import FAKE_TENSOR_LOGGER, IMMUTABLE_DICT, IMMUTABLE_LIST, FakeTensorMode, is_data_dependent, pytree
 from ._errors import ShapePropagationError
+from ._lazy import LazyMapping
 from ._graph import CALLS_KEY, INTERNAL_KEY, PARTIAL_KEY, VALUE_KEY, called_module, module_of
 from ._records import dtype_name, iter_instances
 from ._storage import StorageTracker
@@ -172,8 +173,8 @@ def propagate(
     look_inside: Callable[[fx.Node], bool] = lambda node: False,
     has_rule: Callable[[nn.Module], bool] = lambda module: False,
     source_of: Callable[[fx.Node], str | None] | None = None,
-    weight_names: dict[int, str] | None = None,
-    module_paths: dict[int, str] | None = None,
+    weight_names: Mapping[int, str] | None = None,
+    module_paths: Mapping[int, str] | None = None,
     assumer: Assumer | None = None,
     step: Callable[[StorageTracker], Any] | None = None,
     target: Any = None,
@@ -194,7 +195,7 @@ def propagate(
     object, so a storage identity is never reused.
     """
     if module_paths is None:
-        module_paths = {id(module): path for path, module in gm.named_modules()}
+        module_paths = LazyMapping(lambda: {id(module): path for path, module in gm.named_modules()})
     tracker = StorageTracker()
     tracker.known = KnownValues()
     recorder = Recorder(tracker, has_rule, module_paths, weight_names or {}, assumer)

@@ -15,7 +15,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ._errors import TraceError
-from ._graph import MODULE_KEY
+from ._graph import MODULE_KEY, remember_called
 
 #: ``torch.nn`` modules that are compositions of other modules: traced through, so
 #: their parts are costed by the parts' own rules.
@@ -45,6 +45,12 @@ class CostTracer(fx.Tracer):
         self.record_stack_traces = record_stack_traces  # costly: only when an error needs a source line
         self.leaf_types = tuple(leaf_modules)
         self.leaf_paths = set(leaf_paths)
+        self.seen: dict[str, nn.Module] = {}  # path -> module, for every module called
+
+    def path_of_module(self, mod: nn.Module) -> str:
+        path = super().path_of_module(mod)
+        self.seen[path] = mod
+        return path
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self.leaf_types and isinstance(m, self.leaf_types):
@@ -92,7 +98,9 @@ def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concret
         graph = tracer.trace(root, concrete_args=concrete_args)
     except Exception as error:  # noqa: BLE001 - translated into one clear error
         raise _trace_error(error, tracer) from error
-    return (fx.GraphModule if runnable else GraphOnlyModule)(tracer.root, graph, type(root).__name__)
+    gm = (fx.GraphModule if runnable else GraphOnlyModule)(tracer.root, graph, type(root).__name__)
+    remember_called(gm, tracer.seen)
+    return gm
 
 
 def trace_with_fallback(
