@@ -68,7 +68,22 @@ def traced_through(module: nn.Module, leaf_modules: Iterable[type[nn.Module]] = 
 
 
 class GraphOnlyModule(fx.GraphModule):
-    """A GraphModule that skips generating Python code: fxcost only interprets the graph."""
+    """A GraphModule that skips generating Python code: fxcost only interprets the graph.
+
+    It shares ``root``'s children, parameters and buffers (and holds the other attributes
+    the graph fetches) instead of rebuilding the part of ``root``'s module tree the graph
+    uses, as ``fx.GraphModule`` does: the paths the graph names resolve to the same objects."""
+
+    def __init__(self, root: nn.Module, graph: fx.Graph, class_name: str = "GraphModule") -> None:
+        super().__init__({}, fx.Graph(), class_name)
+        state = self.__dict__
+        for table in ("_modules", "_parameters", "_buffers"):
+            state[table] = dict(getattr(root, table))
+        state["training"] = root.training
+        for node in graph.nodes:
+            if node.op == "get_attr" and "." not in node.target and not hasattr(self, node.target):
+                setattr(self, node.target, getattr(root, node.target))
+        self.graph = graph
 
     def recompile(self):
         return None
