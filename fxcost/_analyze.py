@@ -241,7 +241,7 @@ def propagate_subject(subject: Subject, traced: Traced, options: AnalysisOptions
         look_inside=look_inside,
         has_rule=lambda module: registry.module_rule(module) is not None,
         source_of=source_line_by_retrace(lambda: traced.retrace(root)),
-        weight_names=LazyMapping(lambda: {id(t): name for name, t in (*root.named_parameters(), *root.named_buffers())}),
+        weight_names=subject.mirror.names,
         module_paths=LazyMapping(lambda: {id(module): path for path, module in root.named_modules()}),
         assumer=assumer,
         step=(lambda tracker: StepObserver(options.training, registry, root, traced.placeholders, tracker))

@@ -161,9 +161,9 @@ class Direct:
             return NOT_DONE
         device = inputs[0].device
         known = self.tracker.known.buffers if self.tracker.known is not None else {}
-        opaque = False
+        opaque = not known
         for tensor in inputs:
-            if not is_fake_of(tensor, self.fake_mode) or tensor.device != device:
+            if not is_fake_of(tensor, self.fake_mode) or (len(inputs) > 1 and tensor.device != device):
                 return NOT_DONE
             if not opaque and storage_key(tensor) not in known:
                 opaque = True
@@ -175,15 +175,16 @@ class Direct:
             return NOT_DONE
         if made is None:
             return NOT_DONE
-        for tensor in made.reads:
-            if tensor is not None and (not is_fake_of(tensor, self.fake_mode) or tensor.device != device):
+        reads = [tensor for tensor in made.reads if tensor is not None]
+        for tensor in reads:
+            if not is_fake_of(tensor, self.fake_mode) or tensor.device != device:
                 return NOT_DONE
         factory = self.factories.get(device)
         if factory is None:
             factory = self.factories[device] = FakeFactory(self.fake_mode, device)
         created: list[torch.Tensor] = []
         value = _materialise(made.value, factory, created)
-        self.tracker.made((inputs, made.reads), created, made.temporaries)
+        self.tracker.made(inputs + reads, created, made.temporaries)
         return value
 
 

@@ -8,6 +8,7 @@ real op fail: the caller then runs the op on fake tensors, which raises the real
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -16,6 +17,11 @@ Shape = tuple[int, ...]
 
 def contiguous_strides(shape: Sequence[int]) -> Shape:
     """Row-major strides of ``shape`` (a dimension of size 1 gets the product of the later sizes)."""
+    return _contiguous_strides(tuple(shape))
+
+
+@functools.lru_cache(maxsize=4096)
+def _contiguous_strides(shape: Shape) -> Shape:
     strides = [1] * len(shape)
     step = 1
     for dim in range(len(shape) - 1, -1, -1):

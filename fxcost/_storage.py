@@ -127,17 +127,19 @@ class StorageTracker(TorchDispatchMode):
             listener.ran(func, args, kwargs, out)
         return out
 
-    def made(self, inputs: Any, out: Any, temporaries: tuple = ()) -> None:
+    def made(self, inputs: list[torch.Tensor], out: list[torch.Tensor], temporaries: tuple = ()) -> None:
         """What :meth:`__torch_dispatch__` records for an op, for an op fxcost computed without
-        running it (see :mod:`fxcost._direct`): ``inputs`` read, ``out`` returned, and
-        ``temporaries`` (``(dtype, nbytes)`` of outputs it made and dropped at once, such as
-        max-pool indices) alive together with ``out`` at the op's end."""
-        for tensor in iter_instances(inputs, torch.Tensor):
-            key = storage_key(tensor)
-            if key not in self.sizes and key not in self.preexisting:
-                self.preexisting.add(key)
-                self.kept.setdefault(key, tensor.untyped_storage())
-        for tensor in iter_instances(out, torch.Tensor):
+        running it (see :mod:`fxcost._direct`): the tensors ``inputs`` read, the tensors
+        ``out`` returned, and ``temporaries`` (``(dtype, nbytes)`` of outputs it made and
+        dropped at once, such as max-pool indices) alive together with ``out`` at the op's end."""
+        sizes, preexisting = self.sizes, self.preexisting
+        for tensor in inputs:
+            storage = tensor.untyped_storage()
+            key = key_of_storage(storage)
+            if key not in sizes and key not in preexisting:
+                preexisting.add(key)
+                self.kept.setdefault(key, storage)
+        for tensor in out:
             self._track(tensor)
         if not self.scopes:
             return
@@ -155,11 +157,11 @@ class StorageTracker(TorchDispatchMode):
         return any(listener.needs_ops for listener in self.listeners)
 
     def _track(self, tensor: torch.Tensor) -> None:
-        key = storage_key(tensor)
+        storage = tensor.untyped_storage()
+        key = key_of_storage(storage)
         if key in self.preexisting:
             return
         if key not in self.holders:
-            storage = tensor.untyped_storage()
             size = (tensor.dtype, int(storage.nbytes()))
             self.holders[key] = 0
             self.sizes[key] = size
