@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import inspect
 import math
 import os
@@ -14,6 +16,7 @@ import torch.fx as fx
 import torch.utils.checkpoint
 from torch import nn
 
+from ._compat import pytree
 from ._errors import TraceError
 from ._graph import MODULE_KEY, remember_called
 
@@ -40,8 +43,7 @@ class CostTracer(fx.Tracer):
 
     def __init__(self, leaf_modules: Iterable[type[nn.Module]] = (), leaf_paths: Iterable[str] = (),
                  record_stack_traces: bool = False) -> None:
-        super().__init__(param_shapes_constant=True, autowrap_functions=KEPT_CALLS,
-                         autowrap_modules=(math, torch.utils.checkpoint))
+        super().__init__(param_shapes_constant=True, autowrap_functions=KEPT_CALLS, autowrap_modules=(math,))
         self.record_stack_traces = record_stack_traces  # costly: only when an error needs a source line
         self.leaf_types = tuple(leaf_modules)
         self.leaf_paths = set(leaf_paths)
@@ -52,6 +54,13 @@ class CostTracer(fx.Tracer):
         self.seen[path] = mod
         return path
 
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        # ``torch.utils.checkpoint.checkpoint(...)`` reaches the function through its module
+        # (the globals fx patches only hold ``checkpoint`` where it was imported by name):
+        # while tracing, that module attribute records one call too.
+        with _recording_as_one_call(torch.utils.checkpoint, "checkpoint"):
+            return super().trace(root, concrete_args)
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self.leaf_types and isinstance(m, self.leaf_types):
             return True
@@ -60,6 +69,26 @@ class CostTracer(fx.Tracer):
         if type(m) in TRACE_INTO:
             return False
         return super().is_leaf_module(m, module_qualified_name)
+
+
+@contextlib.contextmanager
+def _recording_as_one_call(owner: Any, name: str):
+    """While active, ``owner.name(...)`` called with a Proxy among its arguments records one
+    ``call_function`` node of the original function instead of running it."""
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        proxy = next((value for value in pytree.tree_leaves((args, kwargs)) if isinstance(value, fx.Proxy)), None)
+        if proxy is None:
+            return original(*args, **kwargs)
+        return proxy.tracer.create_proxy("call_function", original, args, kwargs)
+
+    setattr(owner, name, recorded)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
 
 
 def traced_through(module: nn.Module, leaf_modules: Iterable[type[nn.Module]] = ()) -> bool:
