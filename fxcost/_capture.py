@@ -305,6 +305,11 @@ class Recorder(TorchFunctionMode):
             result = self.direct.call(call_key(func), args, kwargs)
             if result is not NOT_DONE:
                 return result, None
+            layout = self.direct.learning
+            if layout is not None:
+                result = func(*args, **kwargs)
+                self.direct.learn(layout, result)
+                return result, None
         try:
             return func(*args, **kwargs), None
         except RuntimeError as error:

@@ -141,6 +141,15 @@ def is_fake_of(tensor: Any, fake_mode: FakeTensorMode) -> bool:
     return type(tensor) is FakeTensor and tensor.fake_mode is fake_mode and tensor.constant is None
 
 
+def is_constant_of(tensor: Any, fake_mode: FakeTensorMode) -> bool:
+    """Whether ``tensor`` is a constant ``fake_mode`` accepts: a fake tensor of it made from a
+    Python constant (whose values it keeps: ``torch.tensor([])`` run on fake tensors), or a real
+    tensor (the same made while tracing: a constant of the graph)."""
+    if type(tensor) is torch.Tensor:
+        return tensor.device.type != "meta"
+    return type(tensor) is FakeTensor and tensor.fake_mode is fake_mode and tensor.constant is not None
+
+
 def empty_like_strides(tensor: torch.Tensor) -> tuple[int, ...]:
     """The strides ``torch.empty_like(tensor)`` gives on fake tensors (torch's reference
     decomposition: the input's dimension order, without its gaps)."""

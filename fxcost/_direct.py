@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _shapes as sh
-from ._compat import FakeFactory, bump_version, empty_like_strides, is_fake_of, storage_key
+from ._compat import FakeFactory, bump_version, empty_like_strides, is_constant_of, is_fake_of, storage_key
 
 #: Whether direct shapes are used (``disabled()`` turns them off, to compare with fake runs).
 _ENABLED = [True]
@@ -48,12 +48,19 @@ def disabled():
         _ENABLED.pop()
 
 
+#: ``New.stride`` of an output laid out as the fake kernel lays it out for inputs of this
+#: geometry: the first call with inputs of a given geometry runs on fake tensors, and the
+#: strides it gives are used for the later ones (see :meth:`Direct.learn`).
+AS_FAKE = "as-fake"
+
+
 class New(NamedTuple):
-    """An output with a storage of its own, row-major unless ``stride`` is given."""
+    """An output with a storage of its own, row-major unless ``stride`` is given (or
+    :data:`AS_FAKE`)."""
 
     shape: tuple
     dtype: torch.dtype
-    stride: tuple | None = None
+    stride: Any = None
 
 
 class View(NamedTuple):
@@ -123,6 +130,8 @@ class Direct:
         self.fake_mode = fake_mode
         self.tracker = tracker
         self.factories: dict[torch.device, FakeFactory] = {}
+        self.layouts: dict[tuple, tuple] = {}  # (op, input geometry) -> output strides the fake kernel gave
+        self.learning: tuple | None = None  # the key of the call left to the fake kernels to learn from
 
     def active(self) -> bool:
         """Whether ops may be skipped now (not while gradients are recorded or a listener
@@ -131,13 +140,25 @@ class Direct:
 
     def call(self, key: Any, args: tuple, kwargs: dict) -> Any:
         """The result of calling ``key`` (function or method name) on ``args``, or NOT_DONE."""
+        self.learning = None
         handler = _CALLS.get(key)
         if handler is None or not self.active() or (key is operator.getitem and not isinstance(args[0], torch.Tensor)):
             return NOT_DONE  # (picking an item out of a tuple runs no op)
-        return self._run(handler, None, args, kwargs)
+        return self._run(handler, None, args, kwargs, key)
+
+    def learn(self, layout: tuple | None, result: Any) -> None:
+        """After a call :meth:`call` left to the fake kernels for an op whose output layout a
+        handler takes from them (:data:`AS_FAKE`; ``layout``: :attr:`learning` right after
+        the call): remember the strides ``result`` has, for later calls on inputs of the same
+        geometry (op, sizes, strides, dtypes, device and the types of the other arguments:
+        everything a meta kernel's layout depends on)."""
+        if layout is not None and is_fake_of(result, self.fake_mode):
+            self.layouts[layout] = result.stride()
+        self.learning = None
 
     def module(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
         """The result of calling ``module`` on ``args``, or NOT_DONE."""
+        self.learning = None
         handler = _MODULES.get(type(module))
         forward = module.__dict__.get("forward")
         if handler is None or (forward is not None and type(forward) is not DirectForward) or not self.active():
@@ -155,19 +176,24 @@ class Direct:
                 installed.append(module)
         return installed
 
-    def _run(self, handler: Handler, module: nn.Module | None, args: tuple, kwargs: dict) -> Any:
+    def _run(self, handler: Handler, module: nn.Module | None, args: tuple, kwargs: dict, key: Any = None) -> Any:
         inputs = _tensors(args, kwargs)
         if not inputs:
             return NOT_DONE
         device = inputs[0].device
         known = self.tracker.known.buffers if self.tracker.known is not None else {}
         opaque = not known
-        for tensor in inputs:
-            if not is_fake_of(tensor, self.fake_mode) or (len(inputs) > 1 and tensor.device != device):
+        unknown = False  # (an input made from a constant is fine beside one that is not: the fake
+        for tensor in inputs:  # kernels only compute values where every input is a constant)
+            if is_fake_of(tensor, self.fake_mode):
+                unknown = True
+            elif not is_constant_of(tensor, self.fake_mode):
+                return NOT_DONE
+            if len(inputs) > 1 and tensor.device != device:
                 return NOT_DONE
             if not opaque and storage_key(tensor) not in known:
                 opaque = True
-        if not opaque:  # every input known: its values are computed (see fxcost._values)
+        if not opaque or not unknown:  # every input known: its values are computed (see fxcost._values)
             return NOT_DONE
         try:
             made = handler(module, *args, **kwargs) if module is not None else handler(*args, **kwargs)
@@ -175,6 +201,15 @@ class Direct:
             return NOT_DONE
         if made is None:
             return NOT_DONE
+        if type(made.value) is New and made.value.stride is AS_FAKE:
+            layout = (key, device, tuple((tuple(t.shape), t.stride(), t.dtype) for t in inputs),
+                      tuple(type(v) for v in args if not isinstance(v, torch.Tensor)),
+                      tuple((k, type(v)) for k, v in kwargs.items() if not isinstance(v, torch.Tensor)))
+            stride = self.layouts.get(layout)
+            if stride is None:
+                self.learning = layout if key is not None else None
+                return NOT_DONE
+            made = made._replace(value=made.value._replace(stride=stride))
         reads = [tensor for tensor in made.reads if tensor is not None]
         for tensor in reads:
             if not is_fake_of(tensor, self.fake_mode) or tensor.device != device:
@@ -272,14 +307,16 @@ def _binary(a: Any, b: Any, inplace: bool = False, floating_only: bool = False, 
     """``a (op) b`` with broadcasting: tensors of one dtype, or a tensor and a Python number."""
     if not isinstance(a, torch.Tensor) or any(k not in ("alpha",) for k in extra):
         return None
-    if not _standard(a) or a.dtype in (torch.bool,) or a.dtype.is_complex:
+    if a.dtype in (torch.bool,) or a.dtype.is_complex:
         return None
     floating = a.dtype.is_floating_point
     if floating_only and not floating:
         return None
+    operands = [a]
     if isinstance(b, torch.Tensor):
-        if b.dtype != a.dtype or not _standard(b):
+        if b.dtype != a.dtype:
             return None
+        operands.append(b)
         shape = sh.broadcast(tuple(a.shape), tuple(b.shape))
     elif type(b) in _SCALARS and (floating or type(b) is not float):
         shape = tuple(a.shape)
@@ -291,8 +328,11 @@ def _binary(a: Any, b: Any, inplace: bool = False, floating_only: bool = False, 
     if shape is None or math.prod(shape) == 0:
         return None
     if inplace:
-        return Made(InPlace(a)) if shape == tuple(a.shape) else None
-    return Made(New(shape, a.dtype))
+        return Made(InPlace(a)) if shape == tuple(a.shape) and _standard(a) else None
+    if all(_standard(t) for t in operands):
+        return Made(New(shape, a.dtype))
+    # (other layouts: as the fake kernels lay them out; their rules for sizes of 1 and ties are their own)
+    return Made(New(shape, a.dtype, AS_FAKE))
 
 
 _calls(operator.add, operator.mul, operator.sub, torch.add, torch.mul, torch.sub, "add", "mul", "sub",
@@ -317,10 +357,15 @@ def _divide_inplace(a: Any, b: Any, **extra: Any) -> Made | None:
 # --- activations and other elementwise functions -------------------------------------------
 
 @_calls(torch.relu, F.relu, "relu", torch.sigmoid, F.sigmoid, "sigmoid", torch.tanh, F.tanh, "tanh",
-        torch.neg, "neg", "__neg__", torch.exp, "exp", torch.rsqrt, "rsqrt", torch.sqrt, "sqrt",
+        torch.neg, operator.neg, "neg", "__neg__", torch.exp, "exp", torch.rsqrt, "rsqrt", torch.sqrt, "sqrt",
         torch.sin, "sin", torch.cos, "cos", torch.erf, "erf")
 def _unary(x: Any, inplace: bool = False) -> Made | None:
-    return _elementwise(x, inplace is True)
+    if inplace is True or _standard(x):
+        return _elementwise(x, inplace is True)
+    if not (isinstance(x, torch.Tensor) and _floating(x) and x.numel() > 0):
+        return None
+    shape = tuple(x.shape)  # (laid out as torch's reference implementations lay it out)
+    return Made(New(shape, x.dtype, AS_FAKE))
 
 
 @_calls(torch.relu_, F.relu_, "relu_", "sigmoid_", "tanh_")
@@ -627,9 +672,10 @@ def _mean(x: Any, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) 
 @_calls(F.scaled_dot_product_attention)
 def _attention(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
                is_causal: bool = False, scale: Any = None, enable_gqa: bool = False) -> Made | None:
-    """The CPU flash kernel's case (no mask, no dropout, equal heads and head sizes): an output
-    laid out like the query, and a float32 log-sum-exp per query position it drops."""
-    if attn_mask is not None or dropout_p != 0.0 or enable_gqa or type(is_causal) is not bool:
+    """The CPU flash kernel's case (no mask, no dropout, equal head sizes, as many key and
+    value heads as query heads, or a divisor of them with ``enable_gqa``): an output laid out
+    like the query, and a float32 log-sum-exp per query position it drops."""
+    if attn_mask is not None or dropout_p != 0.0 or type(enable_gqa) is not bool or type(is_causal) is not bool:
         return None
     if not (isinstance(query, torch.Tensor) and isinstance(key, torch.Tensor) and isinstance(value, torch.Tensor)):
         return None
@@ -639,7 +685,9 @@ def _attention(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_
             and query.dim() == key.dim() == value.dim() == 4):
         return None
     (b, h, lq, e), (bk, hk, lk, ek), (bv, hv, lv, ev) = query.shape, key.shape, value.shape
-    if not (b == bk == bv and h == hk == hv and e == ek == ev and lk == lv and min(b, h, lq, lk, e) > 0):
+    if not (b == bk == bv and hk == hv and e == ek == ev and lk == lv and min(b, h, hk, lq, lk, e) > 0):
+        return None
+    if h != hk and not (enable_gqa and h % hk == 0):
         return None
     if any(t.stride(-1) != 1 for t in (query, key, value)):
         return None
@@ -655,8 +703,16 @@ def _cat(tensors: Any, dim: int = 0, axis: Any = None) -> Made | None:
         dim = axis
     if not isinstance(tensors, (tuple, list)) or not tensors or type(dim) is not int:
         return None
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        return None
+    dtype = tensors[0].dtype
+    if any(t.dtype != dtype for t in tensors):
+        return None
+    tensors = [t for t in tensors if tuple(t.shape) != (0,)]  # (skipped by cat, as torch always has)
+    if not tensors:
+        return None
     first = tensors[0]
-    if not isinstance(first, torch.Tensor) or first.dim() == 0:
+    if first.dim() == 0:
         return None
     ndim = first.dim()
     axis_ = sh.wrap_dim(dim, ndim)

@@ -93,7 +93,10 @@ class _Propagator(fx.Interpreter):
                 try:
                     result = self._direct(n, module, args, kwargs)
                     if result is NOT_DONE:
+                        layout = self.direct.learning if self.direct is not None else None
                         result = getattr(self, n.op)(n.target, args, kwargs)
+                        if layout is not None:
+                            self.direct.learn(layout, result)
                 finally:
                     n.meta[INTERNAL_KEY] = self.tracker.close_scope()
                 if self.observer is not None:
@@ -118,6 +121,7 @@ class _Propagator(fx.Interpreter):
         """The node's result computed without running it (see :mod:`fxcost._direct`), or NOT_DONE."""
         if self.direct is None:
             return NOT_DONE
+        self.direct.learning = None
         if module is not None:
             return self.direct.module(module, args, kwargs) if has_module(module) else NOT_DONE
         if n.op != "get_attr" and n.op != "placeholder" and n.op != "output" and has_call(n.target):

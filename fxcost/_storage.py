@@ -58,7 +58,8 @@ class StorageTracker(TorchDispatchMode):
         key = key_of_storage(storage)
         if key not in self.kept:
             self.kept[key] = storage
-        return TensorMeta(tuple(int(size) for size in tensor.shape), tensor.dtype, key, int(storage.nbytes()))
+        # (fxcost's fake mode has no shape environment: sizes are plain ints)
+        return TensorMeta(tuple(tensor.shape), tensor.dtype, key, storage.nbytes())
 
     def meta_structure(self, value: Any) -> Any:
         """``value`` with every tensor replaced by its :class:`TensorMeta`."""

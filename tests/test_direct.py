@@ -176,6 +176,35 @@ def test_small_gpt2_recorded_calls(transformers):
     assert_same(model, {"input_ids": torch.zeros(1, 16, dtype=torch.long)}, least=0.7)
 
 
+class Rotary(nn.Module):
+    """Rotary embeddings as Llama applies them, three times over: elementwise ops on sliced and
+    transposed tensors (whose layout the first call learns from the fake kernels), a cat with
+    an empty constant (as a key/value cache starts), attention with grouped heads."""
+
+    def forward(self, q, k, cos, sin):
+        outs = []
+        for _ in range(3):
+            half = q.shape[-1] // 2
+            rotated = torch.cat((-q[..., half:], q[..., :half]), dim=-1)
+            q = q * cos + rotated * sin
+            keys = torch.cat([torch.tensor([]), k], dim=-2)
+            attended = F.scaled_dot_product_attention(q, keys, keys, is_causal=True, enable_gqa=True)
+            outs.append(attended.transpose(1, 2).neg().exp() * 2)
+        return outs
+
+
+def test_layouts_learned_from_the_first_call():
+    q = torch.randn(1, 8, 4, 6).transpose(1, 2)  # [1, 4 heads, 8 positions, 6], laid out [1, 8, 4, 6]
+    k = torch.randn(1, 2, 8, 6)
+    cos, sin = torch.randn(1, 1, 8, 6), torch.randn(1, 1, 8, 6)
+    run = assert_same(Rotary(), (q, k, cos, sin))
+    # Per round, 13 ops with a handler: two slices, neg, cat, two muls, add, cat, attention,
+    # transpose, neg, exp, mul. Three read q's permuted layout (the neg of its slice, q * cos,
+    # and the add, whose first operand keeps that layout, as torch keeps a dense input's order):
+    # the first round runs them on fake tensors; later rounds see the same layouts again.
+    assert run.ran == 3 and run.direct == 3 * 13 - 3, (run.direct, run.ran)
+
+
 def test_training_and_known_values_run_every_op():
     """Nothing is skipped where a step needs autograd, nor where values are known."""
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
