@@ -6,7 +6,8 @@ fx-based analysis (``torch.fx.symbolic_trace`` alone)? Everything is measured in
     python benchmarks/speed.py --models resnet50 gpt2 --tools fxcost-meta fcm-meta
 
 Every (tool, model) pair runs in a fresh process with one torch thread at batch 1: one
-warm-up call, then the median of ``--repeats`` timed calls. Times are the process's CPU time
+warm-up call, then the median of ``--repeats`` timed calls (with ``--rounds N``, the lowest of
+N such medians, taken in alternating order of the tools). Times are the process's CPU time
 (``time.process_time``; ``--clock wall`` for wall time): with one thread they equal wall
 time on an idle machine, and on a shared one they do not count the time spent waiting for a
 core. Only ratios within one run mean anything. Needs the benchmark extras:
@@ -243,6 +244,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="*")
     parser.add_argument("--tools", nargs="*", choices=list(TOOLS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every (tool, model) this many times, in alternating order, and keep the "
+                             "lowest median: steadier on a shared machine")
     parser.add_argument("--clock", choices=list(CLOCKS), default="cpu", help="CPU time of the process (default) or wall time")
     parser.add_argument("--chain", nargs="*", type=int, help="chain lengths (nodes) for the time-per-node check")
     parser.add_argument("--sections", nargs="*", choices=SECTIONS, default=SECTIONS,
@@ -274,11 +278,13 @@ def shown(value: float, digits: int = 0) -> str:
 def tools_section(models: list[str], tools: list[str], args) -> None:
     times: dict[tuple[str, str], float] = {}
     for model in models:
-        for tool in tools:
-            result = run_child(tool, model, args.repeats, args.clock)
-            if "error" in result:
-                print(f"  {TOOLS[tool]} on {model}: {result['error']}", flush=True)
-            times[model, tool] = result.get("ms", float("nan"))
+        for round_ in range(args.rounds):  # (each round in the other order: drifts in load cancel)
+            for tool in (tools if round_ % 2 == 0 else tools[::-1]):
+                result = run_child(tool, model, args.repeats, args.clock)
+                if "error" in result and round_ == 0:
+                    print(f"  {TOOLS[tool]} on {model}: {result['error']}", flush=True)
+                ms = result.get("ms", float("nan"))
+                times[model, tool] = min(times.get((model, tool), ms), ms)
         print(f"measured {model}", flush=True)
 
     print(f"\nmedian {'CPU' if args.clock == 'cpu' else 'wall'} time (ms), batch 1, one thread")
