@@ -201,19 +201,22 @@ class Direct:
             return NOT_DONE
         if made is None:
             return NOT_DONE
-        if type(made.value) is New and made.value.stride is AS_FAKE:
-            layout = (key, device, tuple((tuple(t.shape), t.stride(), t.dtype) for t in inputs),
-                      tuple(type(v) for v in args if not isinstance(v, torch.Tensor)),
-                      tuple((k, type(v)) for k, v in kwargs.items() if not isinstance(v, torch.Tensor)))
-            stride = self.layouts.get(layout)
-            if stride is None:
-                self.learning = layout if key is not None else None
-                return NOT_DONE
-            made = made._replace(value=made.value._replace(stride=stride))
         reads = [tensor for tensor in made.reads if tensor is not None]
         for tensor in reads:
             if not is_fake_of(tensor, self.fake_mode) or tensor.device != device:
                 return NOT_DONE
+        if type(made.value) is New and made.value.stride is AS_FAKE:
+            # (the op: a function, or a module's class and settings; the output's shape, and
+            # the geometry of everything it reads)
+            op = key if module is None else (type(module), module.extra_repr())
+            layout = (op, device, made.value.shape, tuple((tuple(t.shape), t.stride(), t.dtype) for t in (*inputs, *reads)),
+                      tuple(type(v) for v in args if not isinstance(v, torch.Tensor)),
+                      tuple((k, type(v)) for k, v in kwargs.items() if not isinstance(v, torch.Tensor)))
+            stride = self.layouts.get(layout)
+            if stride is None:
+                self.learning = layout
+                return NOT_DONE
+            made = made._replace(value=made.value._replace(stride=stride))
         factory = self.factories.get(device)
         if factory is None:
             factory = self.factories[device] = FakeFactory(self.fake_mode, device)
@@ -244,6 +247,11 @@ class DirectForward:
         if self.whole():
             result = self.direct.module(self.module, args, kwargs)
             if result is not NOT_DONE:
+                return result
+            layout = self.direct.learning
+            if layout is not None:
+                result = type(self.module).forward(self.module, *args, **kwargs)
+                self.direct.learn(layout, result)
                 return result
         return type(self.module).forward(self.module, *args, **kwargs)
 
@@ -468,12 +476,15 @@ def _conv(module: nn.Module, x: Any) -> Made | None:
     spatial = weight.dim() - 2
     if module.padding_mode != "zeros" or isinstance(module.padding, str):
         return None
-    if not (_standard(x) and _standard(weight) and x.dim() == spatial + 2 and _floating(x)
+    if not (isinstance(x, torch.Tensor) and _standard(weight) and x.dim() == spatial + 2 and _floating(x)
             and _same_as(x, weight, bias) and x.shape[1] == weight.shape[1] * module.groups and x.numel() > 0):
         return None
     shape = sh.conv_output(tuple(x.shape), weight.shape[0], weight.shape[2:], module.stride, module.padding,
                            module.dilation)
-    return Made(New(shape, x.dtype), reads=(weight, bias)) if shape is not None else None
+    if shape is None:
+        return None
+    # (an input laid out otherwise, channels-last: the layout the fake kernels' choice of backend gave)
+    return Made(New(shape, x.dtype, None if _standard(x) else AS_FAKE), reads=(weight, bias))
 
 
 @_modules(nn.Linear)

@@ -205,6 +205,16 @@ def test_layouts_learned_from_the_first_call():
     assert run.ran == 3 and run.direct == 3 * 13 - 3, (run.direct, run.ran)
 
 
+def test_channels_last_convolutions_learn_their_layout():
+    """Convolutions keep a channels-last input's layout (the backend the fake kernels choose
+    decides it): the first of three alike runs on fake tensors, the next two see the same
+    geometry (same settings, input and weight layouts) and are computed directly."""
+    model = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1, groups=8) for _ in range(3)])
+    x = torch.randn(1, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    run = assert_same(model, x)
+    assert (run.ran, run.direct) == (1, 2)
+
+
 def test_training_and_known_values_run_every_op():
     """Nothing is skipped where a step needs autograd, nor where values are known."""
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
