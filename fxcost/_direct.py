@@ -706,6 +706,29 @@ def _attention(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_
     return Made(New(shape, query.dtype, empty_like_strides(query)), ((torch.float32, b * h * lq * 4),))
 
 
+@_modules(nn.MultiheadAttention)
+def _multi_head_attention(module: nn.Module, query: Any, key: Any, value: Any, key_padding_mask: Any = None,
+                          need_weights: bool = True, attn_mask: Any = None, average_attn_weights: bool = True,
+                          is_causal: bool = False) -> Made | None:
+    """Self-attention on ``nn.MultiheadAttention``'s fast path (what its forward runs in
+    inference without masks: one fused op): the output, and the weights averaged over heads
+    (with ``need_weights``) or an empty tensor in their place."""
+    weight, bias, out = module.in_proj_weight, module.in_proj_bias, module.out_proj
+    if not (query is key and key is value and isinstance(query, torch.Tensor) and query.dim() == 3
+            and query.device.type in ("cpu", "cuda") and not module.training and module.batch_first
+            and module.kdim == module.vdim == module.embed_dim and weight is not None and bias is not None and out.bias is not None
+            and module.bias_k is None and module.bias_v is None and not module.add_zero_attn
+            and module.num_heads % 2 == 0 and _floating(query) and _same_as(query, weight, bias, out.weight, out.bias)
+            and _standard(query) and query.shape[-1] == module.embed_dim and query.numel() > 0):
+        return None
+    if key_padding_mask is not None or attn_mask is not None or is_causal is not False \
+            or type(need_weights) is not bool or average_attn_weights is not True or torch.is_autocast_enabled():
+        return None
+    batch, length, _ = query.shape
+    weights = New((batch, length, length), query.dtype) if need_weights else New((0,), query.dtype)
+    return Made((New(tuple(query.shape), query.dtype), weights), reads=(weight, bias, out.weight, out.bias))
+
+
 # --- joining and views -------------------------------------------------------------------------
 
 @_calls(torch.cat, torch.concat, torch.concatenate)

@@ -215,6 +215,27 @@ def test_channels_last_convolutions_learn_their_layout():
     assert (run.ran, run.direct) == (1, 2)
 
 
+class Attending(nn.Module):
+    """``nn.MultiheadAttention`` on its fused fast path, with and without the weights, and off
+    it (a mask, then cross-attention: the module's own forward runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(16, 4, batch_first=True)
+
+    def forward(self, x, y):
+        a, _ = self.attention(x, x, x, need_weights=False)
+        b, w = self.attention(a, a, a)
+        c, _ = self.attention(b, b, b, attn_mask=torch.zeros(5, 5, dtype=torch.bool))
+        d, _ = self.attention(c, y, y, need_weights=False)
+        return d, w
+
+
+def test_multi_head_attention_fast_path():
+    run = assert_same(Attending().eval(), ((2, 5, 16), (2, 7, 16)))
+    assert (run.direct, run.ran) == (2, 2)  # the two self-attentions without masks; not the others
+
+
 def test_training_and_known_values_run_every_op():
     """Nothing is skipped where a step needs autograd, nor where values are known."""
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
