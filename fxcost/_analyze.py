@@ -35,13 +35,13 @@ from ._liveness import Liveness, compute_liveness
 from ._mirror import Mirror, mirror_model
 from ._options import AnalysisOptions, MemoryOptions, Training
 from ._propagate import propagate, source_line_by_retrace
-from ._records import Assumption, NodeCost, Status, dtype_name, iter_instances
+from ._records import Assumption, NodeCost, Status, dtype_name, iter_instances, with_fields
 from ._registry import OpCall
 from ._report import Report
 from ._splice import splice_regions
 from ._training import StepObserver, checkpointed_forward, fake_target
 from ._trace import trace, trace_with_fallback, traced_through
-from ._weights import WeightIndex, parameter_totals, real_weight_sizes, weight_memory
+from ._weights import NamedWeights, WeightIndex, parameter_totals, real_weight_sizes, weight_memory
 
 
 class UnsupportedOpWarning(UserWarning):
@@ -322,7 +322,7 @@ def build_report(subject: Subject, traced: Traced, graph: fx.GraphModule, costed
     """Assemble the Report: node records with their live bytes, totals, liveness figures."""
     stand_ins = subject.mirror.stand_ins
     step, backward = graph.meta.get("fxcost_step", (None, {}))
-    nodes = [dataclasses.replace(n, live_bytes=live, temporary_bytes=temp,
+    nodes = [with_fields(n, live_bytes=live, temporary_bytes=temp,
                                  backward_macs=backward.get(n.name, (0, 0))[0],
                                  backward_flops=backward.get(n.name, (0, 0))[1])
              for n, live, temp in zip(costed.nodes, liveness.during, liveness.temporaries)]
@@ -332,7 +332,8 @@ def build_report(subject: Subject, traced: Traced, graph: fx.GraphModule, costed
     for node in nodes:
         if node.status in (Status.UNSUPPORTED, Status.PARTIAL):
             unsupported.setdefault(node.target, []).append(node.name)
-    totals = parameter_totals(subject.module, costed.used, subject.excluded, stand_ins)
+    weights = NamedWeights.of(subject.module, subject.excluded)
+    totals = parameter_totals(weights, costed.used, subject.excluded, stand_ins)
     return Report(
         model=subject.name,
         nodes=tuple(nodes),
@@ -348,7 +349,7 @@ def build_report(subject: Subject, traced: Traced, graph: fx.GraphModule, costed
         peak_node=peak_node,
         peak_buffers=liveness.alive_at(liveness.peak_index),
         peak_with_temporaries_bytes=liveness.peak_with_temporaries,
-        weight_memory_bytes=weight_memory(subject.module, options.memory.weight_dtype, subject.excluded, stand_ins),
+        weight_memory_bytes=weight_memory(weights, options.memory.weight_dtype, subject.excluded, stand_ins),
         memory=options.memory,
         module_types=_module_types(nodes, subject.mirror),
         fallbacks=dict(traced.fallbacks),

@@ -26,6 +26,7 @@ _HOOK_TABLES = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_
                 "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
                 "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 
+_HOOK_TABLE_NAMES = frozenset(_HOOK_TABLES)
 _CONTAINERS = frozenset({dict, list, set})
 _REPLACED = frozenset({"_parameters", "_buffers", "_modules"})  # (the mirror sets its own)
 
@@ -159,13 +160,12 @@ def shallow_copy(module: nn.Module, containers: dict[int, object] | None = None)
     clone = object.__new__(type(module))
     state = clone.__dict__
     state.update(module.__dict__)
-    for table in _HOOK_TABLES:
-        value = state.get(table)
-        if isinstance(value, dict):
-            state[table] = OrderedDict(value)
     for name, value in module.__dict__.items():
         kind = type(value)
-        if kind in _CONTAINERS and name not in _REPLACED:
+        if name in _HOOK_TABLE_NAMES:
+            if isinstance(value, dict):
+                state[name] = OrderedDict(value)
+        elif kind in _CONTAINERS and name not in _REPLACED:
             copied = containers.get(id(value))
             state[name] = copied if copied is not None else containers.setdefault(id(value), value.copy())
         elif kind is types.MethodType and value.__self__ is module:

@@ -352,3 +352,13 @@ class TrainingStep:
     are not counted: the backward totals are lower bounds)."""
     timeline: tuple[MemoryPoint, ...] = ()
     """Live bytes by category at every node boundary of the step (for plots)."""
+
+
+def with_fields(record: Any, **changes: Any) -> Any:
+    """A copy of the frozen dataclass ``record`` with ``changes`` (``dataclasses.replace``
+    without re-running ``__init__``: records are plain field holders, and this runs per node)."""
+    copy = object.__new__(type(record))
+    state = copy.__dict__
+    state.update(record.__dict__)
+    state.update(changes)
+    return copy

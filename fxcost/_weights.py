@@ -66,33 +66,46 @@ class ParameterTotals:
     """Elements of those."""
 
 
-def parameter_totals(model: nn.Module, used: set[str], excluded: Callable[[str], bool],
+@dataclass(frozen=True)
+class NamedWeights:
+    """A model's parameters and buffers by qualified name (each tensor once), outside
+    excluded modules: one walk of the module tree for every total taken of them."""
+
+    parameters: tuple[tuple[str, torch.Tensor], ...]
+    buffers: tuple[tuple[str, torch.Tensor], ...]
+
+    @classmethod
+    def of(cls, model: nn.Module, excluded: Callable[[str], bool]) -> "NamedWeights":
+        return cls(tuple((n, p) for n, p in model.named_parameters() if not excluded(n)),
+                   tuple((n, b) for n, b in model.named_buffers() if not excluded(n)))
+
+
+def parameter_totals(weights: NamedWeights, used: set[str], excluded: Callable[[str], bool],
                      stand_ins: dict[str, StandIn]) -> ParameterTotals:
-    """Totals over ``model``'s parameters outside excluded modules; ``used`` names the ones
-    some node reads; quantized stand-ins count their packed weights at their real size."""
+    """Totals over the parameters in ``weights``; ``used`` names the ones some node reads;
+    quantized stand-ins (outside excluded modules) count their packed weights at their real size."""
     params = trainable = param_bytes = unused_count = 0
     unused: list[str] = []
     for path, replacement in stand_ins.items():  # packed weights are not nn.Parameters
         if not excluded(path):
             params += replacement.numel
             param_bytes += replacement.nbytes
-    for name, p in model.named_parameters():
-        if excluded(name):
-            continue
+    for name, p in weights.parameters:
         params += p.numel()
         trainable += p.numel() if p.requires_grad else 0
         param_bytes += p.numel() * p.element_size()
         if name not in used:
             unused.append(name)
             unused_count += p.numel()
-    buffer_bytes = sum(b.numel() * b.element_size() for name, b in model.named_buffers() if not excluded(name))
+    buffer_bytes = sum(b.numel() * b.element_size() for name, b in weights.buffers)
     return ParameterTotals(params, trainable, param_bytes, buffer_bytes, tuple(unused), unused_count)
 
 
-def weight_memory(model: nn.Module, dtype: torch.dtype | None, excluded: Callable[[str], bool],
+def weight_memory(weights: NamedWeights, dtype: torch.dtype | None, excluded: Callable[[str], bool],
                   stand_ins: dict[str, StandIn]) -> int:
-    """Bytes of all parameters and buffers (floating-point ones at ``dtype`` when given)."""
-    unique = {id(t): t for name, t in (*model.named_parameters(), *model.named_buffers()) if not excluded(name)}
+    """Bytes of all parameters and buffers in ``weights`` (floating-point ones at ``dtype``
+    when given) and of stand-ins' packed weights outside excluded modules."""
+    unique = {id(t): t for name, t in (*weights.parameters, *weights.buffers)}
     return sum(
         t.numel() * (dtype.itemsize if dtype is not None and t.dtype.is_floating_point else t.element_size())
         for t in unique.values()

@@ -207,3 +207,16 @@ def test_submodules_are_reachable_from_the_package():
     assert callable(fxcost.plot.plot_liveness) and callable(fxcost.passes.tile_matmuls)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         fxcost.nope
+
+
+def test_with_fields_is_replace_without_init():
+    """The per-node copy the report makes equals ``dataclasses.replace`` field for field."""
+    import dataclasses
+
+    from fxcost._records import with_fields
+
+    node = fxcost.analyze(torch.nn.Linear(4, 3), (2, 4)).nodes[1]
+    changed = with_fields(node, live_bytes=7, temporary_bytes=5)
+    assert changed == dataclasses.replace(node, live_bytes=7, temporary_bytes=5)
+    assert (changed.live_bytes, changed.temporary_bytes, node.live_bytes) == (7, 5, node.live_bytes)
+    assert type(changed) is type(node)
