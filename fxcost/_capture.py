@@ -301,17 +301,14 @@ class Recorder(TorchFunctionMode):
                 and isinstance(args[0], torch.Tensor) and value_unknown(args[0]) \
                 and (self.tracker.known is None or self.tracker.known.real(args[0]) is None):
             return self.assumer.read(func, args[0], call_site())
-        layout = None
         if self.direct is not None:
             result = self.direct.call(call_key(func), args, kwargs)
             if result is not NOT_DONE:
                 return result, None
-            layout = self.direct.learning  # (a layout to learn from this run, if any)
         try:
-            result = func(*args, **kwargs)
-            if layout is not None:
-                self.direct.learn(layout, result)
-            return result, None
+            if self.direct is not None:
+                return self.direct.fallback(lambda: func(*args, **kwargs)), None
+            return func(*args, **kwargs), None
         except RuntimeError as error:
             if self.assumer is None or not self.assumer.made or \
                     isinstance(error, (DataDependentOutputException, DynamicOutputShapeException)):

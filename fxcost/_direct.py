@@ -146,15 +146,17 @@ class Direct:
             return NOT_DONE  # (picking an item out of a tuple runs no op)
         return self._run(handler, None, args, kwargs, key)
 
-    def learn(self, layout: tuple | None, result: Any) -> None:
-        """After a call :meth:`call` left to the fake kernels for an op whose output layout a
-        handler takes from them (:data:`AS_FAKE`; ``layout``: :attr:`learning` right after
-        the call): remember the strides ``result`` has, for later calls on inputs of the same
-        geometry (op, sizes, strides, dtypes, device and the types of the other arguments:
-        everything a meta kernel's layout depends on)."""
+    def fallback(self, run: Callable[[], Any]) -> Any:
+        """``run()``: the op :meth:`call` or :meth:`module` just left to the fake kernels. Where
+        a handler takes the output's layout from them (:data:`AS_FAKE`), the strides the run
+        gives are remembered for later calls on inputs of the same geometry (op, sizes,
+        strides, dtypes, device, the types of the other arguments: everything a meta kernel's
+        layout depends on)."""
+        layout, self.learning = self.learning, None
+        result = run()
         if layout is not None and is_fake_of(result, self.fake_mode):
             self.layouts[layout] = result.stride()
-        self.learning = None
+        return result
 
     def module(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
         """The result of calling ``module`` on ``args``, or NOT_DONE."""
@@ -183,8 +185,10 @@ class Direct:
         device = inputs[0].device
         known = self.tracker.known.buffers if self.tracker.known is not None else {}
         opaque = not known
-        unknown = False  # (an input made from a constant is fine beside one that is not: the fake
-        for tensor in inputs:  # kernels only compute values where every input is a constant)
+        # (an input made from a constant is fine beside one whose values are unknown: the fake
+        # kernels only compute values where every input is a constant)
+        unknown = False
+        for tensor in inputs:
             if is_fake_of(tensor, self.fake_mode):
                 unknown = True
             elif not is_constant_of(tensor, self.fake_mode):
@@ -248,11 +252,7 @@ class DirectForward:
             result = self.direct.module(self.module, args, kwargs)
             if result is not NOT_DONE:
                 return result
-            layout = self.direct.learning
-            if layout is not None:
-                result = type(self.module).forward(self.module, *args, **kwargs)
-                self.direct.learn(layout, result)
-                return result
+            return self.direct.fallback(lambda: type(self.module).forward(self.module, *args, **kwargs))
         return type(self.module).forward(self.module, *args, **kwargs)
 
 

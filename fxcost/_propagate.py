@@ -93,10 +93,8 @@ class _Propagator(fx.Interpreter):
                 try:
                     result = self._direct(n, module, args, kwargs)
                     if result is NOT_DONE:
-                        layout = self.direct.learning if self.direct is not None else None
-                        result = getattr(self, n.op)(n.target, args, kwargs)
-                        if layout is not None:
-                            self.direct.learn(layout, result)
+                        run = lambda: getattr(self, n.op)(n.target, args, kwargs)  # noqa: E731
+                        result = self.direct.fallback(run) if self.direct is not None else run()
                 finally:
                     n.meta[INTERNAL_KEY] = self.tracker.close_scope()
                 if self.observer is not None:
