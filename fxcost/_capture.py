@@ -45,7 +45,7 @@ _LAYOUT_READS = frozenset({
     torch.Tensor.shape.__get__, torch.Tensor.dtype.__get__, torch.Tensor.device.__get__,
     torch.Tensor.ndim.__get__, torch.Tensor.is_cuda.__get__, torch.Tensor.layout.__get__,
     torch.Tensor.size, torch.Tensor.dim, torch.Tensor.stride, torch.Tensor.numel, torch.Tensor.is_contiguous,
-    torch.Tensor.is_floating_point, torch.Tensor.element_size,
+    torch.Tensor.is_floating_point, torch.Tensor.element_size, torch.Tensor.untyped_storage,
 })
 
 #: Argument types pytree keeps as leaves and that are never tensors.

@@ -53,13 +53,25 @@ _GROUPED_MM = getattr(torch.ops.aten, "_grouped_mm", None)
 _GROUPED_MM = _GROUPED_MM.default if _GROUPED_MM is not None else None
 
 
+_LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default)
+_CONSTANT_NUMEL_LIMIT = 1  # (FakeTensorMode keeps the values of lifted tensors up to this size)
+
+
 class _FakeMode(FakeTensorMode):
     """``FakeTensorMode`` with the shape of ``aten._grouped_mm`` for every dtype its CPU kernel
     takes: torch's meta kernel copies the CUDA checks and refuses float32, which the CPU kernel
-    (and so a real run of a Mixture-of-Experts model on CPU, transformers' default there) accepts."""
+    (and so a real run of a Mixture-of-Experts model on CPU, transformers' default there) accepts.
+
+    ``torch.tensor(data)`` (``aten.lift_fresh``) makes its fake tensor the way
+    :class:`FakeFactory` does, not through torch's general conversion of a real tensor: the
+    same sizes, strides, dtype and device, and, as torch does, the values kept as the fake's
+    ``constant`` where it has at most one element (``torch.tensor(3)``, ``torch.tensor([])``)."""
 
     def dispatch(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _LIFTS and len(args) == 1 and not kwargs and type(args[0]) is torch.Tensor \
+                and args[0].layout is torch.strided:
+            return self._lifted(args[0])
         if func is _GROUPED_MM and args[0].dtype == torch.float32 and args[0].device.type in ("cpu", "meta"):
             mat_a, mat_b = args[0], args[1]
             offs = kwargs.get("offs", args[2] if len(args) > 2 else None)
@@ -68,6 +80,17 @@ class _FakeMode(FakeTensorMode):
             return super().dispatch(torch.ops.aten.empty.memory_format, types, (size,),
                                     {"dtype": dtype, "device": mat_a.device})
         return super().dispatch(func, types, args, kwargs)
+
+    def _lifted(self, real: torch.Tensor) -> torch.Tensor:
+        factories = self.__dict__.setdefault("_fxcost_factories", {})
+        factory = factories.get(real.device)
+        if factory is None:
+            factory = factories[real.device] = FakeFactory(self, real.device)
+        fake = factory.like(real)
+        if real.numel() <= _CONSTANT_NUMEL_LIMIT and real.device.type != "meta":
+            with _no_modes():
+                fake.constant = real.clone()
+        return fake
 
 
 def new_fake_mode() -> FakeTensorMode:
@@ -293,3 +316,43 @@ def onednn_disabled():
 def tensor_version(tensor: torch.Tensor) -> int:
     """The version counter of ``tensor``: it moves when the tensor (or a view of it) is written in place."""
     return tensor._version
+
+
+#: What :class:`LeanGraph` uses of ``fx.Graph``'s internals; without them it is a plain ``fx.Graph``.
+_GRAPH_INTERNALS = ("_graph_namespace", "_insert", "_find_nodes_lookup_table", "_len", "_target_to_str")
+_LEAN = all(hasattr(fx.Graph(), name) for name in _GRAPH_INTERNALS)
+
+
+class LeanGraph(fx.Graph):
+    """An ``fx.Graph`` whose ``create_node`` skips torch's walk over every new node's
+    arguments looking for raw ``SymInt``s to warn about: fxcost's fake mode has no shape
+    environment, so its graphs hold none, and the walk is a tenth of tracing time. Nodes are
+    otherwise created exactly as ``fx.Graph.create_node`` creates them."""
+
+    def create_node(self, op, target, args=None, kwargs=None, name=None, type_expr=None):
+        if not _LEAN:
+            return super().create_node(op, target, args, kwargs, name, type_expr)
+        if not args:
+            args = ()
+        elif not isinstance(args, tuple):
+            raise AssertionError(f"args must be a tuple, got {type(args)}")
+        if not kwargs:
+            kwargs = IMMUTABLE_DICT()
+        elif not isinstance(kwargs, dict):
+            raise AssertionError(f"kwargs must be a dict, got {type(kwargs)}")
+        name = self._graph_namespace.create_name(name if name is not None else self._target_to_str(target), None)
+        node = fx.Node(self, name, op, target, args, kwargs, type_expr)
+        hooks = getattr(self.owning_module, "_create_node_hooks", None) if self.owning_module is not None else None
+        for hook in hooks or ():
+            hook(node)
+        self._graph_namespace.associate_name_with_obj(name, node)
+        self._insert(node)
+        self._find_nodes_lookup_table.insert(node)
+        self._len += 1
+        return node
+
+
+def make_lean(graph: fx.Graph) -> None:
+    """Turn a plain ``fx.Graph`` (one a tracer just made) into a :class:`LeanGraph`."""
+    if type(graph) is fx.Graph:
+        graph.__class__ = LeanGraph

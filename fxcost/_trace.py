@@ -16,7 +16,7 @@ import torch.fx as fx
 import torch.utils.checkpoint
 from torch import nn
 
-from ._compat import pytree
+from ._compat import LeanGraph, make_lean, pytree
 from ._errors import TraceError
 from ._graph import MODULE_KEY, remember_called
 
@@ -49,6 +49,12 @@ class CostTracer(fx.Tracer):
         self.leaf_paths = set(leaf_paths)
         self.seen: dict[str, nn.Module] = {}  # path -> module, for every module called
 
+    def release(self) -> None:
+        """Forget the traced module, its graph and tables: torch's tracer keeps itself in a
+        reference cycle (a recursive closure), which would otherwise hold them until the
+        cyclic garbage collector runs."""
+        self.__dict__.clear()
+
     def path_of_module(self, mod: nn.Module) -> str:
         path = super().path_of_module(mod)
         self.seen[path] = mod
@@ -60,6 +66,10 @@ class CostTracer(fx.Tracer):
         # while tracing, that module attribute records one call too.
         with _recording_as_one_call(torch.utils.checkpoint, "checkpoint"):
             return super().trace(root, concrete_args)
+
+    def create_args_for_root(self, root_fn, is_module, concrete_args=None):
+        make_lean(self.graph)  # (the graph trace() just made: every node is created after this)
+        return super().create_args_for_root(root_fn, is_module, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self.leaf_types and isinstance(m, self.leaf_types):
@@ -144,6 +154,7 @@ def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concret
         raise _trace_error(error, tracer) from error
     gm = (fx.GraphModule if runnable else GraphOnlyModule)(tracer.root, graph, type(root).__name__)
     remember_called(gm, tracer.seen)
+    tracer.release()
     return gm
 
 
@@ -220,7 +231,7 @@ def _trace_error(error: Exception, tracer: CostTracer) -> TraceError:
 
 def _leaf_root_graph(root: nn.Module, runnable: bool) -> fx.GraphModule:
     """A one-node graph calling ``root``, so a bare leaf module is costed by its module rule."""
-    graph = fx.Graph()
+    graph = LeanGraph()
     positional, keywords = [], {}
     for name, parameter in inspect.signature(root.forward).parameters.items():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):

@@ -468,3 +468,24 @@ def test_real_weights_and_meta_weights_agree():
     with torch.device("meta"):
         meta = tvm.resnet18().eval()
     assert observe(real, (1, 3, 64, 64), True).report == observe(meta, (1, 3, 64, 64), True).report
+
+
+@pytest.mark.parametrize("data, options", [
+    ([], {}), (3.0, {}), ([[1, 2], [3, 4]], {}), ([1.5], {"dtype": torch.float16}), ([True, False, True], {}),
+    ([], {"dtype": torch.bfloat16}), (7, {"dtype": torch.int8}),
+])
+def test_tensor_constants_match_torch(data, options):
+    """``torch.tensor(data)`` inside fxcost's fake mode makes the fake tensor torch's fake mode
+    makes: sizes, strides, dtype, device, storage size, and the values kept where torch keeps them."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def made(mode):
+        with mode:
+            t = torch.tensor(data, **options)
+            doubled = t * 2  # computed from the kept values, where there are some
+        constant = getattr(t, "constant", None)
+        return (type(t).__name__, tuple(t.shape), t.stride(), t.dtype, t.device, t.untyped_storage().nbytes(),
+                t.requires_grad, None if constant is None else constant.tolist(),
+                None if getattr(doubled, "constant", None) is None else doubled.constant.tolist())
+
+    assert made(new_fake_mode()) == made(FakeTensorMode(allow_non_fake_inputs=True))
