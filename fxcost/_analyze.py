@@ -18,6 +18,7 @@ from ._compat import new_fake_mode
 from ._costing import CostedGraph, cost_nodes
 from ._assume import Assumer
 from ._capture import wrap_hooked_rule_modules
+from ._collector import collector_paused
 from ._compat import has_forward_hooks
 from ._graph import CALLS_KEY, called_module, describe_target, module_of, value_of
 from ._inputs import (
@@ -110,12 +111,15 @@ def analyze(
     options = AnalysisOptions.checked(model, mode=mode, leaf_modules=leaf_modules, concrete_args=concrete_args,
                                       rules=rules, memory=memory, exclude=exclude, submodule=submodule,
                                       fallback=fallback, assume=assume, strict=strict, training=training)
-    built = analysis_graph(model, example_input, options)
-    subject, traced, graph = built.subject, built.traced, built.graph
-    weights = WeightIndex(subject.mirror.module, subject.mirror.names)
-    costed = cost_nodes(graph, options.rules, weights, subject.name)
-    liveness = liveness_of(built, options.memory, weights, [n.module_path for n in costed.nodes])
-    report = build_report(subject, traced, graph, costed, liveness, options)
+    with collector_paused():  # (see fxcost._collector)
+        built = analysis_graph(model, example_input, options)
+        subject, traced, graph = built.subject, built.traced, built.graph
+        weights = WeightIndex(subject.mirror.module, subject.mirror.names)
+        costed = cost_nodes(graph, options.rules, weights, subject.name)
+        liveness = liveness_of(built, options.memory, weights, [n.module_path for n in costed.nodes])
+        report = build_report(subject, traced, graph, costed, liveness, options)
+        built.release()
+        del built, subject, traced, graph, weights, costed, liveness
     warn_about(report)
     return report
 
@@ -269,12 +273,21 @@ class AnalysisGraph:
     """The propagated graph over the mirror: every node's values in ``node.meta``, the calls
     of modules kept whole spliced in as nodes (analysis only: no generated code)."""
 
+    def release(self) -> None:
+        """Drop what the graphs' nodes hold (values, fake tensors, the mirror's modules), once
+        nothing more is read from them: it then goes by reference counting, not waiting for the
+        cyclic garbage collector (see :mod:`fxcost._collector`)."""
+        for gm in {id(gm): gm for gm in (self.graph, self.traced.gm)}.values():
+            for node in gm.graph.nodes:
+                node.meta = {}
+
 
 def analysis_graph(model: nn.Module, example_input: Any, options: AnalysisOptions) -> AnalysisGraph:
     """The stages up to the one graph: mirror, trace, propagate (and splice)."""
-    subject = prepare(model, example_input, options)
-    traced = trace_subject(subject, options)
-    return AnalysisGraph(subject, traced, propagate_subject(subject, traced, options))
+    with collector_paused():
+        subject = prepare(model, example_input, options)
+        traced = trace_subject(subject, options)
+        return AnalysisGraph(subject, traced, propagate_subject(subject, traced, options))
 
 
 def liveness_of(built: AnalysisGraph, memory: MemoryOptions, weights: WeightIndex | None = None,

@@ -22,7 +22,7 @@ from ._graph import (
     module_of,
     value_of,
 )
-from ._records import Cost, NodeCost, Status, TensorMeta, bytes_read, dtype_name, iter_metas
+from ._records import Cost, NodeCost, Status, TensorMeta, bytes_read, dtype_name, iter_metas, new_record
 from ._registry import OpCall, RuleRegistry
 from ._weights import WeightIndex, module_weights
 
@@ -63,7 +63,7 @@ def _priced(base: dict[str, Any], call: OpCall, rule, activations: list[TensorMe
         input_bytes, weight_bytes, written = _movement_bytes(
             call.outputs, {m.storage for m in (*activations, *iter_metas((call.args, call.kwargs)))},
             input_bytes, weight_bytes)
-    return NodeCost(**base, macs=int(cost.macs), flops=int(cost.flops), params=params, param_bytes=param_bytes,
+    return new_record(NodeCost, **base, macs=int(cost.macs), flops=int(cost.flops), params=params, param_bytes=param_bytes,
                     input_bytes=input_bytes, weight_bytes=weight_bytes, bytes_written=written,
                     status=Status.COUNTED)
 
@@ -72,7 +72,7 @@ def _unpriced(base: dict[str, Any], outputs, activations: list[TensorMeta], weig
               **status) -> NodeCost:
     """The record of a call no single rule prices (unsupported, decomposed or partial)."""
     params, param_bytes, weight_bytes = weights
-    return NodeCost(**base, params=params, param_bytes=param_bytes, input_bytes=bytes_read(activations),
+    return new_record(NodeCost, **base, params=params, param_bytes=param_bytes, input_bytes=bytes_read(activations),
                     weight_bytes=weight_bytes, bytes_written=sum(o.nbytes for o in outputs), **status)
 
 
@@ -108,10 +108,10 @@ def _cost_node(node: fx.Node, rules: RuleRegistry, weights: WeightIndex, root_ty
     if KEPT_WHOLE_KEY in node.meta:
         note = "end of a module kept whole: the torch calls it made are the nodes before"
         if partial is not None:
-            return NodeCost(**base, status=Status.PARTIAL, note=f"counted up to a data-dependent op, not beyond: {partial}")
-        return NodeCost(**base, status=Status.NO_COMPUTE, note=note)
+            return new_record(NodeCost, **base, status=Status.PARTIAL, note=f"counted up to a data-dependent op, not beyond: {partial}")
+        return new_record(NodeCost, **base, status=Status.NO_COMPUTE, note=note)
     if node.op in ("placeholder", "get_attr", "output") or (not outputs and partial is None):
-        return NodeCost(**base, status=Status.NO_COMPUTE)
+        return new_record(NodeCost, **base, status=Status.NO_COMPUTE)
 
     inputs = [meta for source in node.all_input_nodes if source.op != "get_attr"
               for meta in iter_metas(value_of(source))]

@@ -123,6 +123,7 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
         owner_path, _, name = path.rpartition(".")
         owner = root.get_submodule(owner_path) if owner_path else root
         owner.__dict__["_modules"] = {**owner._modules, name: nn.Identity()}
+    mirror = None  # (the recursive closure refers to itself: unbound, it and the tables go by refcount)
     return Mirror(root, names, stand_ins)
 
 
