@@ -1,6 +1,7 @@
 """Tables, aggregations, exports, diffs and rooflines of a Report."""
 
 import csv
+import dataclasses
 import io
 import json
 import pathlib
@@ -220,3 +221,25 @@ def test_with_fields_is_replace_without_init():
     assert changed == dataclasses.replace(node, live_bytes=7, temporary_bytes=5)
     assert (changed.live_bytes, changed.temporary_bytes, node.live_bytes) == (7, 5, node.live_bytes)
     assert type(changed) is type(node)
+
+
+def test_new_record_is_the_constructor_without_init():
+    """Records the cost pass builds equal the dataclass constructor's, defaults included, and a
+    missing or unknown field is an error as it is for the constructor."""
+    import pickle
+
+    from fxcost._records import NodeCost, Status, new_record
+
+    fields = dict(name="conv", op="call_module", target="torch.nn.Conv2d", op_type="Conv2d", module_path="stem",
+                  module_type="Conv2d", output_shapes=((1, 8, 4, 4),), dtype="float32", macs=9, status=Status.COUNTED)
+    made = new_record(NodeCost, **fields)
+    assert made == NodeCost(**fields)
+    assert made.__dict__ == NodeCost(**fields).__dict__  # every field held, not only the ones given
+    assert (made.flops, made.note, made.backward_macs) == (0, "", 0)
+    assert pickle.loads(pickle.dumps(made)) == made
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.macs = 1
+    with pytest.raises(TypeError, match="missing dtype"):
+        new_record(NodeCost, **{k: v for k, v in fields.items() if k != "dtype"})
+    with pytest.raises(TypeError, match="unknown"):
+        new_record(NodeCost, **fields, mac=3)
