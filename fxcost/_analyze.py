@@ -280,6 +280,9 @@ class AnalysisGraph:
         for gm in {id(gm): gm for gm in (self.graph, self.traced.gm)}.values():
             for node in gm.graph.nodes:
                 node.meta = {}
+            gm.meta.clear()
+            for table in ("_modules", "_parameters", "_buffers"):
+                gm.__dict__[table] = {}
 
 
 def analysis_graph(model: nn.Module, example_input: Any, options: AnalysisOptions) -> AnalysisGraph:

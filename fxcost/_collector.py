@@ -1,17 +1,19 @@
 """Python's cyclic garbage collector, paused while fxcost builds an analysis.
 
 An analysis makes tens of thousands of small objects (graph nodes, fake tensors, records)
-that live until it ends. With the collector running, each of its young-generation passes
-walks them again, and the survivors it promotes soon trigger a full collection: a walk
-over every object the process holds (hundreds of thousands once torch and transformers are
-imported), which on its own takes longer than analysing a ResNet. Paused, the collector
-does nothing during the analysis; at its end one young-generation pass frees what the
-analysis left in reference cycles (its graph), so no garbage outlives the call.
+that live until it ends. With the collector running, its young-generation passes walk them
+again and again, and the survivors they promote soon trigger a full collection: a walk over
+every object the process holds (hundreds of thousands once torch and transformers are
+imported), which alone takes longer than analysing a ResNet. Paused, the collector does
+nothing during the analysis. At its end the analysis drops what its graphs hold (node values,
+the mirror's modules), which then goes by reference counting, and one young-generation pass
+frees the little left in reference cycles (an fx graph's nodes refer to each other), so no
+garbage outlives the call.
 
-The collector's fake tensors go away when the analysis ends either way: storages are
-released (:class:`fxcost._storage.StorageTracker`) when the last tensor using them is freed
-by reference counting, as in eager PyTorch; a tensor held only by a reference cycle counts
-as alive to the end of the analysis instead of until some arbitrary collection.
+Fake tensors are released (:class:`fxcost._storage.StorageTracker`) when reference counting
+frees them, as in eager PyTorch; one held only by a reference cycle counts as alive until the
+analysis ends, where with the collector running it would count as alive until whichever
+collection happened to come first.
 """
 
 from __future__ import annotations

@@ -82,11 +82,7 @@ class _FakeMode(FakeTensorMode):
         return super().dispatch(func, types, args, kwargs)
 
     def _lifted(self, real: torch.Tensor) -> torch.Tensor:
-        factories = self.__dict__.setdefault("_fxcost_factories", {})
-        factory = factories.get(real.device)
-        if factory is None:
-            factory = factories[real.device] = FakeFactory(self, real.device)
-        fake = factory.like(real)
+        fake = FakeFactory(self, real.device).like(real)  # (not kept: it refers to this mode)
         if real.numel() <= _CONSTANT_NUMEL_LIMIT and real.device.type != "meta":
             with _no_modes():
                 fake.constant = real.clone()

@@ -218,6 +218,7 @@ def propagate(
             propagator.env.clear()
     finally:
         fake_log.disabled = disabled
+        tracker.read_value = tracker.sized = None  # (the recorder's: a reference cycle through it)
     return propagator.result
 
 

@@ -151,7 +151,12 @@ def trace(root: nn.Module, leaf_modules: Iterable[type[nn.Module]] = (), concret
     try:
         graph = tracer.trace(root, concrete_args=concrete_args)
     except Exception as error:  # noqa: BLE001 - translated into one clear error
-        raise _trace_error(error, tracer) from error
+        failure = _trace_error(error, tracer)
+        tracer.release()
+        try:
+            raise failure from error
+        finally:
+            del failure  # (else the error, its traceback and this frame form a reference cycle)
     gm = (fx.GraphModule if runnable else GraphOnlyModule)(tracer.root, graph, type(root).__name__)
     remember_called(gm, tracer.seen)
     tracer.release()
