@@ -69,6 +69,7 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
     modules: dict[int, nn.Module] = {}
     stand_ins: dict[str, StandIn] = {}
     containers: dict[int, object] = {}  # user's dicts/lists/sets -> the mirror's copies
+    elsewhere: list[tuple[nn.Module, str]] = []  # (clone, attribute) that may hold modules outside _modules
     factory = FakeFactory(fake_mode, device)
 
     def mirror_tensor(value, qualified: str, is_param: bool):
@@ -99,7 +100,7 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
             clone = mirror(replacement.module, prefix)
             modules[id(module)] = clone
             return clone
-        clone = shallow_copy(module, containers)
+        clone = shallow_copy(module, containers, elsewhere)
         modules[id(module)] = clone
         state = clone.__dict__
         state["_parameters"] = {
@@ -117,8 +118,8 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
         return clone
 
     root = mirror(model, "")
-    for clone in {id(c): c for c in modules.values()}.values():
-        _point_at_mirrors(clone, modules)
+    for clone, name in elsewhere:
+        _point_at_mirrors(clone, name, modules)
     for path in exclude:
         owner_path, _, name = path.rpartition(".")
         owner = root.get_submodule(owner_path) if owner_path else root
@@ -127,7 +128,7 @@ def mirror_model(model: nn.Module, fake_mode, device: torch.device, training: bo
     return Mirror(root, names, stand_ins)
 
 
-def _point_at_mirrors(clone: nn.Module, modules: dict[int, nn.Module]) -> None:
+def _point_at_mirrors(clone: nn.Module, name: str, modules: dict[int, nn.Module]) -> None:
     """Modules a module also keeps outside its registered children (``self.blocks = [...]``
     beside ``add_module``, as UperNet's pyramid pooling does) are the user's: make the clone
     keep their mirrors instead, so its forward never runs the user's modules. Lists and dicts
@@ -137,38 +138,52 @@ def _point_at_mirrors(clone: nn.Module, modules: dict[int, nn.Module]) -> None:
         return modules.get(id(value), value) if isinstance(value, nn.Module) else value
 
     state = clone.__dict__
-    for name, value in list(state.items()):
-        if name in _REPLACED or name in _HOOK_TABLES:
-            continue
-        kind = type(value)
-        if isinstance(value, nn.Module):
-            state[name] = swap(value)
-        elif kind is list:
-            value[:] = [swap(v) for v in value]
-        elif kind is dict:
-            value.update({k: swap(v) for k, v in value.items() if isinstance(v, nn.Module)})
-        elif kind is tuple and any(isinstance(v, nn.Module) for v in value):
-            state[name] = tuple(swap(v) for v in value)
+    value = state[name]
+    kind = type(value)
+    if kind is list:
+        value[:] = [swap(v) for v in value]
+    elif kind is dict:
+        value.update({k: swap(v) for k, v in value.items() if isinstance(v, nn.Module)})
+    elif kind is tuple:
+        state[name] = tuple(swap(v) for v in value)
+    else:
+        state[name] = swap(value)
 
 
-def shallow_copy(module: nn.Module, containers: dict[int, object] | None = None) -> nn.Module:
+#: Attribute types that hold no module, container or method: left as they are (fast path).
+_PLAIN = frozenset({bool, int, float, str, type(None), torch.dtype, torch.device, torch.Size})
+
+
+def shallow_copy(module: nn.Module, containers: dict[int, object] | None = None,
+                 elsewhere: list[tuple[nn.Module, str]] | None = None) -> nn.Module:
     """A new module object of the same class sharing ``module``'s attributes, except its
     hook tables, which are its own; plain dicts, lists and sets, which are copies (a forward
     may fill a cache: timm's LeViT stores tensors in ``attention_bias_cache``; ``containers``
     keeps one copy of a container two modules share); and methods bound to it per instance
-    (``self.forward = self.forward_fast``), which are bound to the copy."""
+    (``self.forward = self.forward_fast``), which are bound to the copy. ``elsewhere`` gets
+    ``(copy, attribute)`` for every attribute that is or may hold a module outside the
+    registered children (a module, a list, a dict, a tuple with a module in it)."""
     containers = {} if containers is None else containers
     clone = object.__new__(type(module))
     state = clone.__dict__
     state.update(module.__dict__)
     for name, value in module.__dict__.items():
         kind = type(value)
+        if kind in _PLAIN:
+            continue
         if name in _HOOK_TABLE_NAMES:
             if isinstance(value, dict):
                 state[name] = OrderedDict(value)
-        elif kind in _CONTAINERS and name not in _REPLACED:
+        elif name in _REPLACED:
+            continue
+        elif kind in _CONTAINERS:
             copied = containers.get(id(value))
             state[name] = copied if copied is not None else containers.setdefault(id(value), value.copy())
+            if elsewhere is not None and kind is not set and value:
+                elsewhere.append((clone, name))
         elif kind is types.MethodType and value.__self__ is module:
             state[name] = types.MethodType(value.__func__, clone)
+        elif elsewhere is not None and (isinstance(value, nn.Module) or (
+                kind is tuple and any(isinstance(v, nn.Module) for v in value))):
+            elsewhere.append((clone, name))
     return clone

@@ -194,25 +194,43 @@ def test_many_blocks_fx_cannot_trace(monkeypatch):
     assert len(traces) == 3  # fails at block 0, fails at block 1, then every block kept whole
 
 
-def test_modules_kept_in_a_plain_list_are_mirrored():
+@pytest.mark.parametrize("kept", ["list", "dict", "tuple", "attributes"])
+def test_modules_kept_in_a_plain_list_are_mirrored(kept):
     """A module that also keeps its children in a plain list (``self.blocks = []`` beside
-    ``add_module``, as UperNet's pyramid pooling does) runs them from the list: fxcost must
-    run its mirrors there, never the user's modules."""
+    ``add_module``, as UperNet's pyramid pooling does), a dict, a tuple or plain attributes
+    runs them from there: fxcost must run its mirrors there, never the user's modules."""
 
     class Pyramid(nn.Module):
         def __init__(self):
             super().__init__()
-            self.blocks = []
-            for i in range(3):
-                block = nn.Conv2d(4, 4, 1)
-                self.blocks.append(block)
+            blocks = [nn.Conv2d(4, 4, 1) for _ in range(3)]
+            for i, block in enumerate(blocks):
                 self.add_module(str(i), block)
+            if kept == "list":
+                self.blocks = blocks
+            elif kept == "dict":
+                self.table = {f"b{i}": block for i, block in enumerate(blocks)}
+            elif kept == "tuple":
+                self.__dict__["held"] = tuple(blocks)
+            else:
+                for i, block in enumerate(blocks):
+                    self.__dict__[f"also{i}"] = block
+
+        @property
+        def blocks_kept(self):
+            if kept == "list":
+                return self.blocks
+            if kept == "dict":
+                return list(self.table.values())
+            if kept == "tuple":
+                return list(self.held)
+            return [self.__dict__[f"also{i}"] for i in range(3)]
 
         def forward(self, x):
-            return sum(block(x) for block in self.blocks)
+            return sum(block(x) for block in self.blocks_kept)
 
     model, calls = Pyramid(), []
-    for block in model.blocks:
+    for block in model.blocks_kept:
         block.register_forward_pre_hook(lambda module, args: calls.append(module))
     with torch.device("meta"):
         on_meta = Pyramid()
@@ -220,4 +238,4 @@ def test_modules_kept_in_a_plain_list_are_mirrored():
         report = analyze_quiet(subject, (1, 4, 8, 8))
         assert report.macs == 3 * 64 * 16  # three 1x1 convolutions, 4 -> 4 channels, 8 x 8 outputs
         assert report.params == 3 * (16 + 4)
-    assert calls and not any(called is block for called in calls for block in model.blocks)  # (hooks are copied)
+    assert calls and not any(called is block for called in calls for block in model.blocks_kept)  # (hooks are copied)
