@@ -42,6 +42,7 @@ from ._report import Report
 from ._splice import splice_regions
 from ._training import StepObserver, checkpointed_forward, fake_target
 from ._trace import trace, trace_with_fallback, traced_through
+from ._walk import named_modules_of
 from ._weights import NamedWeights, WeightIndex, parameter_totals, real_weight_sizes, weight_memory
 
 
@@ -246,7 +247,7 @@ def propagate_subject(subject: Subject, traced: Traced, options: AnalysisOptions
         has_rule=lambda module: registry.module_rule(module) is not None,
         source_of=source_line_by_retrace(lambda: traced.retrace(root)),
         weight_names=subject.mirror.names,
-        module_paths=LazyMapping(lambda: {id(module): path for path, module in root.named_modules()}),
+        module_paths=LazyMapping(lambda: {id(module): path for path, module in named_modules_of(root)}),
         assumer=assumer,
         step=(lambda tracker: StepObserver(options.training, registry, root, traced.placeholders, tracker))
         if options.training is not None else None,
@@ -419,7 +420,7 @@ def _module_types(nodes: list[NodeCost], mirror: Mirror) -> dict[str, str]:
         if not node.module_path or node.module_path in types:
             continue
         if modules is None:
-            modules = dict(mirror.module.named_modules(remove_duplicate=False))
+            modules = dict(named_modules_of(mirror.module, remove_duplicate=False))
         parts = node.module_path.split(".")
         for level in range(1, len(parts) + 1):
             path = ".".join(parts[:level])

@@ -35,6 +35,7 @@ from ._direct import NOT_DONE, uninstall
 from ._graph import ASSUMPTIONS_KEY, call_key
 from ._records import TensorMeta, opaque
 from ._storage import Listener, StorageTracker
+from ._walk import modules_of
 
 #: Calls that change a tensor in place but return no tensor: recorded although they have
 #: no tensor output.
@@ -75,7 +76,7 @@ class RuleBody:
 def wrap_hooked_rule_modules(root: nn.Module, has_rule: Callable[[nn.Module], bool]) -> None:
     """Give every module of fxcost's mirror ``root`` that a rule prices whole and that has
     forward hooks a :class:`RuleBody` forward, so its hooks are costed too."""
-    for module in root.modules():
+    for module in modules_of(root):
         if has_rule(module) and has_forward_hooks(module) and not isinstance(module.__dict__.get("forward"), RuleBody):
             module.__dict__["forward"] = RuleBody(module, module.forward)
 

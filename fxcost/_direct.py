@@ -30,6 +30,7 @@ from torch import nn
 
 from . import _shapes as sh
 from ._compat import FakeFactory, bump_version, empty_like_strides, is_constant_of, is_fake_of, storage_key
+from ._walk import modules_of
 
 #: Whether direct shapes are used (``disabled()`` turns them off, to compare with fake runs).
 _ENABLED = [True]
@@ -172,7 +173,7 @@ class Direct:
         :class:`DirectForward` (fxcost's mirror only), used while ``whole()`` says its call is
         not recorded call by call. Returns the modules, for :func:`uninstall`."""
         installed = []
-        for module in root.modules():
+        for module in modules_of(root):
             if type(module) in _MODULES and "forward" not in module.__dict__:
                 module.__dict__["forward"] = DirectForward(self, module, whole)
                 installed.append(module)

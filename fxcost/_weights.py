@@ -14,6 +14,7 @@ from torch import nn
 from ._compat import module_tensors, storage_key
 from ._quantized import StandIn
 from ._records import NodeCost
+from ._walk import named_tensors_of
 
 
 def module_weights(module: nn.Module) -> list[tuple[torch.Tensor, bool]]:
@@ -29,9 +30,8 @@ class WeightIndex:
         self.names = param_names
         self.used: set[str] = set()
         self.by_storage: dict[int, tuple[torch.Tensor, bool]] = {}
-        for tensors, is_param in ((gm.parameters(), True), (gm.buffers(), False)):
-            for tensor in tensors:
-                self.by_storage.setdefault(storage_key(tensor), (tensor, is_param))
+        for tensor, is_param in module_tensors(gm):
+            self.by_storage.setdefault(storage_key(tensor), (tensor, is_param))
 
     def account(self, tensors: list[tuple[torch.Tensor, bool]]) -> tuple[int, int, int]:
         """``(params, param_bytes, weight_bytes)`` of a node reading ``tensors``
@@ -76,8 +76,8 @@ class NamedWeights:
 
     @classmethod
     def of(cls, model: nn.Module, excluded: Callable[[str], bool]) -> "NamedWeights":
-        return cls(tuple((n, p) for n, p in model.named_parameters() if not excluded(n)),
-                   tuple((n, b) for n, b in model.named_buffers() if not excluded(n)))
+        return cls(tuple((n, p) for n, p in named_tensors_of(model, "_parameters") if not excluded(n)),
+                   tuple((n, b) for n, b in named_tensors_of(model, "_buffers") if not excluded(n)))
 
 
 def parameter_totals(weights: NamedWeights, used: set[str], excluded: Callable[[str], bool],

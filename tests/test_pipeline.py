@@ -214,3 +214,31 @@ def test_lean_graphs_make_the_nodes_fx_makes():
 
     assert described(ours) == described(theirs)
     ours.lint()
+
+
+def test_module_walks_match_torch():
+    """fxcost's walks of the module tree give what nn.Module's own give, in the same order:
+    shared modules and tied parameters once (or, asked for, a module under every path)."""
+    import torch
+    import torchvision
+
+    from fxcost._walk import modules_of, named_modules_of, named_tensors_of
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(2, 2)
+            self.b = self.a  # one module under two paths
+            self.c = nn.Sequential(nn.ReLU(), self.a)
+            self.register_buffer("steps", torch.zeros(2))
+            self.register_module("absent", None)
+            self.tied = self.a.weight  # (not registered: no parameter of its own)
+            self.d = nn.Linear(2, 2)
+            self.d.weight = self.a.weight  # a tied parameter
+
+    for model in (Tied(), torchvision.models.resnet18(), torchvision.models.efficientnet_b0()):
+        for remove_duplicate in (True, False):
+            assert named_modules_of(model, remove_duplicate) == list(model.named_modules(remove_duplicate=remove_duplicate))
+        assert modules_of(model) == list(model.modules())
+        assert named_tensors_of(model, "_parameters") == list(model.named_parameters())
+        assert named_tensors_of(model, "_buffers") == list(model.named_buffers())
