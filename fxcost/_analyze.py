@@ -42,7 +42,7 @@ from ._report import Report
 from ._splice import splice_regions
 from ._training import StepObserver, checkpointed_forward, fake_target
 from ._trace import trace, trace_with_fallback, traced_through
-from ._walk import named_modules_of
+from ._walk import modules_of, named_modules_of
 from ._weights import NamedWeights, WeightIndex, parameter_totals, real_weight_sizes, weight_memory
 
 
@@ -275,15 +275,19 @@ class AnalysisGraph:
     of modules kept whole spliced in as nodes (analysis only: no generated code)."""
 
     def release(self) -> None:
-        """Drop what the graphs' nodes hold (values, fake tensors, the mirror's modules), once
-        nothing more is read from them: it then goes by reference counting, not waiting for the
-        cyclic garbage collector (see :mod:`fxcost._collector`)."""
+        """Drop what the graphs and the mirror hold (node values, fake tensors, the mirror's
+        modules' attributes), once nothing more is read from them: it then goes by reference
+        counting, not waiting for the cyclic garbage collector, even where something left in a
+        cycle (torch's tracer leaves some after a failed trace) still refers to a module of the
+        mirror (see :mod:`fxcost._collector`). The graphs are unusable afterwards."""
         for gm in {id(gm): gm for gm in (self.graph, self.traced.gm)}.values():
             for node in gm.graph.nodes:
                 node.meta = {}
             gm.meta.clear()
             for table in ("_modules", "_parameters", "_buffers"):
                 gm.__dict__[table] = {}
+        for module in modules_of(self.subject.mirror.module):
+            module.__dict__.clear()
 
 
 def analysis_graph(model: nn.Module, example_input: Any, options: AnalysisOptions) -> AnalysisGraph:

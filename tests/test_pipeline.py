@@ -5,6 +5,7 @@ private torch APIs in one file)."""
 import ast
 import pathlib
 
+import pytest
 import torch.nn as nn
 
 import fxcost
@@ -166,16 +167,37 @@ def _collections_during(call):
         gc.callbacks.remove(note)
 
 
-def test_analysis_runs_no_collection_but_one_young_pass_and_leaves_no_cycles():
+class Branching(nn.Module):
+    """fx cannot trace its blocks (a branch on a tensor's value): they are kept whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(*[Gate() for _ in range(8)])
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+class Gate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.a(x) if x.sum() > 0 else self.b(x)
+
+
+@pytest.mark.parametrize("kind", ["traced", "kept whole"])
+def test_analysis_runs_no_collection_but_one_young_pass_and_leaves_no_cycles(kind):
     import gc
 
     import torchvision
 
-    model = torchvision.models.resnet18()
-    analyze_quiet(model, (1, 3, 64, 64))  # (imports and caches)
+    model, shape = (torchvision.models.resnet18(), (1, 3, 64, 64)) if kind == "traced" else (Branching(), (2, 8))
+    analyze_quiet(model, shape)  # (imports and caches)
     gc.collect()
     assert gc.isenabled()
-    report, collections = _collections_during(lambda: analyze_quiet(model, (1, 3, 64, 64)))
+    report, collections = _collections_during(lambda: analyze_quiet(model, shape))
     assert gc.isenabled()
     assert collections == [0]  # hundreds of thousands of allocations, one young-generation pass
     assert report.macs > 0
